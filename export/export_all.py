@@ -1,0 +1,306 @@
+"""`python cli.py export`: official checkpoints → verified contract graphs, variants, face graphs, manifest."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from export.checkpoints import checkpoint_sha256, load_all
+from export.fp16 import psnr, to_mixed_fp16
+from export.graphs import GRAPH_SPECS, build_graph_module
+from export.networks import NETWORKS
+from export.onnx_export import OPSET, ExportError, build_checked, cpu_session, probe_inputs, save_model
+from runtime.manifest import CORE_GRAPHS, Manifest, ModelEntry, TensorSpec, sha256_file
+
+FP16_GRAPHS = ("appearance_feature_extractor", "motion_extractor", "warping_spade")
+FP16_MIN_PSNR = 35.0  # dB, decoded image vs the fp32 graph
+FP16_MAX_REL = 2e-2  # other fp16 graphs: max-abs relative to the output scale
+GS4D_TOL = 1e-3  # decomposed grid-sample graph vs the native one, relative to the output scale
+FACE_FILES = {
+    "det_10g": "insightface/models/buffalo_l/det_10g.onnx",
+    "2d106det": "insightface/models/buffalo_l/2d106det.onnx",
+}
+
+
+@dataclass
+class Row:
+    """One line of the summary table."""
+
+    file: str
+    bytes: int
+    error: str
+    seconds: float
+
+
+def _tensor_specs(values: list[onnx.ValueInfoProto]) -> list[TensorSpec]:
+    """Names, shapes (symbolic where dynamic) and dtypes of graph inputs/outputs."""
+    specs = []
+    for v in values:
+        t = v.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim)
+        specs.append(TensorSpec(v.name, dims, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name))
+    return specs
+
+
+def _entry(key: str, graph: str, path: Path, model: onnx.ModelProto, precision: str, grid: str | None,
+           checkpoints: dict[str, str], parity: dict[str, float]) -> ModelEntry:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return ModelEntry(
+        key=key, file=path.name, graph=graph, sha256=sha256_file(path), bytes=path.stat().st_size, opset=opset,
+        precision=precision, grid_sample=grid, inputs=_tensor_specs(list(model.graph.input)),
+        outputs=_tensor_specs(list(model.graph.output)), checkpoints=checkpoints, parity=parity,
+    )
+
+
+def _grid_form(model: onnx.ModelProto) -> str | None:
+    """'5d' / '4d' from the GridSample nodes' input ranks, None when the graph samples nothing."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in
+             list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    forms = {ranks.get(n.input[0]) for n in model.graph.node if n.op_type == "GridSample"}
+    if not forms:
+        return None
+    return "5d" if 5 in forms else "4d"
+
+
+class Exporter:
+    """Holds the loaded networks and writes graphs + manifest entries into one output folder."""
+
+    def __init__(self, weights: Path, out: Path, family: str = "liveportrait") -> None:
+        self.weights, self.out, self.family = Path(weights), Path(out), family
+        self.networks = load_all(self.weights, family)
+        self.entries: dict[str, ModelEntry] = {}
+        self.rows: list[Row] = []
+        self._ckpt_hash: dict[str, str] = {}
+
+    def _checkpoints(self, graph: str) -> dict[str, str]:
+        result = {}
+        for net in GRAPH_SPECS[graph].networks:
+            rel = f"{self.family}/{NETWORKS[net][1]}"
+            if rel not in self._ckpt_hash:
+                self._ckpt_hash[rel] = checkpoint_sha256(self.weights / rel)
+            result[rel] = self._ckpt_hash[rel]
+        return result
+
+    def _record(self, key: str, graph: str, model: onnx.ModelProto, precision: str, error: str,
+                parity: dict[str, float], seconds: float) -> onnx.ModelProto:
+        path = self.out / f"{key}.onnx"
+        save_model(model, path)
+        self.entries[key] = _entry(key, graph, path, model, precision, _grid_form(model), self._checkpoints(graph),
+                                   parity)
+        self.rows.append(Row(path.name, path.stat().st_size, error, seconds))
+        return model
+
+    def export_fp32(self, graph: str) -> onnx.ModelProto:
+        """The contract graph itself."""
+        start = time.perf_counter()
+        module = build_graph_module(graph, self.networks)
+        if graph == "warping_spade":
+            from export.networks.spade import fold_spectral_norm
+
+            fold_spectral_norm(module.decoder)
+        model, check = build_checked(module, GRAPH_SPECS[graph], self.networks)
+        return self._record(graph, graph, model, "fp32", f"max-abs {check.max_abs:.2e} (rel {check.relative:.1e})",
+                            {"max_abs": check.max_abs, "output_scale": check.output_scale},
+                            time.perf_counter() - start)
+
+    def export_gs4d(self, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
+        """warping_spade with the 5-D sampler rewritten as 4-D GridSamples, checked against the native graph."""
+        from export.gridsample4d import GridSample3dVia2d
+        from export.networks.spade import fold_spectral_norm
+        from export.networks.warping import set_grid_sampler
+
+        start = time.perf_counter()
+        module = build_graph_module("warping_spade", self.networks)
+        fold_spectral_norm(module.decoder)
+        set_grid_sampler(module.warping, GridSample3dVia2d())
+        try:
+            model, check = build_checked(module, GRAPH_SPECS["warping_spade"], self.networks, tolerance=GS4D_TOL)
+        finally:
+            from export.networks.blocks import GridSample3d
+
+            set_grid_sampler(module.warping, GridSample3d())
+        if _grid_form(model) != "4d":
+            raise ExportError("warping_spade.gs4d: the graph still contains a 5-D GridSample")
+        native = _run(fp32_model, "warping_spade", self.networks)
+        got = _run(model, "warping_spade", self.networks)
+        diff = float(np.abs(native - got).max())
+        return self._record("warping_spade.gs4d", "warping_spade", model, "fp32",
+                            f"vs native {diff:.2e}; vs torch {check.max_abs:.2e}",
+                            {"max_abs": check.max_abs, "output_scale": check.output_scale, "vs_native_max_abs": diff},
+                            time.perf_counter() - start)
+
+    def export_fp16(self, key: str, graph: str, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
+        """Mixed-precision twin of a fp32 graph; rejected unless it stays close to fp32 on realistic inputs."""
+        start = time.perf_counter()
+        model = to_mixed_fp16(fp32_model)
+        onnx.checker.check_model(model)
+        ref = _run(fp32_model, graph, self.networks, all_outputs=True)
+        got = _run(model, graph, self.networks, all_outputs=True)
+        max_abs = max(float(np.abs(r - g.astype(np.float32)).max()) for r, g in zip(ref, got, strict=True))
+        scale = max(float(np.abs(r).max()) for r in ref)
+        parity: dict[str, float] = {"max_abs_vs_fp32": max_abs, "output_scale": scale}
+        if graph == "warping_spade":
+            value = psnr(ref[0], got[0])
+            parity["psnr_db_vs_fp32"] = value
+            error = f"PSNR {value:.1f} dB vs fp32"
+            if value < FP16_MIN_PSNR:
+                raise ExportError(f"{key}: PSNR {value:.1f} dB vs fp32 is below {FP16_MIN_PSNR} dB; not written")
+        else:
+            error = f"max-abs {max_abs:.2e} vs fp32"
+            if max_abs / max(scale, 1e-6) > FP16_MAX_REL:
+                raise ExportError(f"{key}: fp16 differs from fp32 by {max_abs:.3g} (scale {scale:.3g}); not written")
+        return self._record(f"{key}.fp16", graph, model, "fp16", error, parity, time.perf_counter() - start)
+
+    def copy_face_graphs(self) -> None:
+        """Copy the detector and landmark graphs in, after checking they load and look like the real models."""
+        files = dict(FACE_FILES)
+        files["landmark"] = f"{self.family}/landmark.onnx"
+        for key, rel in files.items():
+            start = time.perf_counter()
+            src = self.weights / rel
+            if not src.is_file():
+                raise ExportError(f"{src} is missing: put the official file there (same tree as the official release)")
+            model = onnx.load(str(src))
+            try:
+                onnx.checker.check_model(model)
+                cpu_session(src)
+            except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
+                raise ExportError(f"{src} is not a valid ONNX model: {exc}") from exc
+            dst = self.out / f"{key}.onnx"
+            tmp = dst.with_name(dst.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+            opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+            self.entries[key] = ModelEntry(
+                key=key, file=dst.name, graph=key, sha256=sha256_file(dst), bytes=dst.stat().st_size, opset=opset,
+                precision="fp32", grid_sample=None, inputs=_tensor_specs(list(model.graph.input)),
+                outputs=_tensor_specs(list(model.graph.output)), checkpoints={rel: sha256_file(src)},
+            )
+            self.rows.append(Row(dst.name, dst.stat().st_size, "copied, checked", time.perf_counter() - start))
+
+    def write_manifest(self) -> Path:
+        """Merge with entries already in the folder (a later `--precision fp16` run adds to the set)."""
+        from runtime.manifest import read_manifest
+
+        entries = {}
+        try:
+            entries.update(read_manifest(self.out).models)
+        except Exception:  # noqa: BLE001 - no or unreadable manifest: start afresh
+            pass
+        entries.update(self.entries)
+        entries = {k: e for k, e in entries.items() if (self.out / e.file).is_file()}
+        manifest = Manifest(
+            models=entries,
+            created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            exporter={
+                "package": "liveportrait-onnx",
+                "version": "0.1.0",
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": ort.__version__,
+                "simplifier": _simplifier_version(),
+                "opset": str(OPSET),
+                "family": self.family,
+            },
+        )
+        return manifest.write(self.out)
+
+
+def _simplifier_version() -> str:
+    import onnxslim
+
+    return f"onnxslim {onnxslim.__version__}"
+
+
+def _run(model: onnx.ModelProto, graph: str, networks: dict, all_outputs: bool = False) -> list | np.ndarray:
+    """Run a graph on the CPU with the fixed realistic probe inputs (batch 2)."""
+    spec = GRAPH_SPECS[graph]
+    args = probe_inputs(graph, networks, 2, seed=11)
+    feeds = {name: a.numpy() for (name, _), a in zip(spec.inputs, args, strict=True)}
+    outs = [o.astype(np.float32) for o in cpu_session(model).run(None, feeds)]
+    return outs if all_outputs else outs[0]
+
+
+def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample: str = "5d",
+                  family: str = "liveportrait", graphs: tuple[str, ...] = CORE_GRAPHS,
+                  log=print) -> list[Row]:
+    """Export everything asked for; returns the summary rows. Raises ExportError/CheckpointError on any failure."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    log(f"Loading checkpoints from {weights} ({family}) ...")
+    exporter = Exporter(weights, out, family)
+    torch.set_grad_enabled(False)
+    fp32_models = {}
+    steps = list(graphs)
+    for i, graph in enumerate(steps, 1):
+        log(f"[{i}/{len(steps)}] {graph}.onnx: trace, simplify, check ...")
+        fp32_models[graph] = exporter.export_fp32(graph)
+        log(f"        {exporter.rows[-1].error} ({exporter.rows[-1].seconds:.1f} s)")
+    if grid_sample in ("4d", "both") and "warping_spade" in fp32_models:
+        log("[+] warping_spade.gs4d.onnx: 5-D sampler as 4-D GridSamples ...")
+        gs4d = exporter.export_gs4d(fp32_models["warping_spade"])
+        log(f"        {exporter.rows[-1].error}")
+        if precision in ("fp16", "both"):
+            log("[+] warping_spade.gs4d.fp16.onnx ...")
+            exporter.export_fp16("warping_spade.gs4d", "warping_spade", gs4d)
+            log(f"        {exporter.rows[-1].error}")
+    if precision in ("fp16", "both"):
+        for graph in FP16_GRAPHS:
+            if graph in fp32_models:
+                log(f"[+] {graph}.fp16.onnx: mixed precision, GridSample in fp32 ...")
+                exporter.export_fp16(graph, graph, fp32_models[graph])
+                log(f"        {exporter.rows[-1].error}")
+    log("[+] detector and landmark graphs ...")
+    exporter.copy_face_graphs()
+    path = exporter.write_manifest()
+    log(format_table(exporter.rows))
+    log(f"Manifest: {path}\nTotal export time: {time.perf_counter() - t0:.1f} s")
+    return exporter.rows
+
+
+def format_table(rows: list[Row]) -> str:
+    """Summary: file, size, max-abs error, seconds."""
+    head = f"{'file':<36} {'size':>10}  {'check':<44} {'time':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.file:<36} {r.bytes / 1e6:>8.1f}MB  {r.error:<44} {r.seconds:>6.1f}s")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the export subcommand (shared by cli.py)."""
+    parser.add_argument("--weights", type=Path, default=Path("pretrained_weights"),
+                        help="official weights tree (default: pretrained_weights)")
+    parser.add_argument("--out", type=Path, default=Path("models_onnx"), help="output folder (default: models_onnx)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "both"], default="fp32",
+                        help="fp32 contract graphs always; fp16/both also write *.fp16.onnx GPU variants "
+                             "(default: fp32)")
+    parser.add_argument("--grid-sample", choices=["5d", "4d", "both"], default="5d", dest="grid_sample",
+                        help="4d/both also write warping_spade.gs4d.onnx for CoreML/OpenVINO/TensorRT<=10 "
+                             "(default: 5d)")
+    parser.add_argument("--family", choices=["liveportrait", "liveportrait_animals"], default="liveportrait",
+                        help="which model family of the weights tree to export (default: liveportrait)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """CLI entry: export and print a clear error (exit 1) instead of a traceback on expected failures."""
+    from export.checkpoints import CheckpointError
+
+    try:
+        export_models(args.weights, args.out, args.precision, args.grid_sample, args.family)
+    except (ExportError, CheckpointError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    return 0

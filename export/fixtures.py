@@ -1,0 +1,204 @@
+"""Random but well-behaved LivePortrait weights in the official file formats, for tests and CI.
+
+`python -m export.fixtures --out DIR [--seed N]` writes DIR as a pretrained_weights/ tree (both model families, plus
+stand-in detector/landmark graphs when export.stand_ins is available). The weights are scaled so that activations
+stay finite and informative through every network (fan-in scaling, BatchNorm statistics near identity, spectral-norm
+vectors from power iteration) and the motion heads give plausible keypoints, scale, pose and expression.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .networks import NETWORKS
+from .networks.blocks import ResBlock3d
+from .networks.convnextv2 import GRN, ChannelsFirstLayerNorm, ConvNeXtBlock
+from .networks.spade import SPADE
+from .networks.stitching import StitchingRetargetingNetwork
+
+FAMILY_SEED_OFFSETS = {"liveportrait": 0, "liveportrait_animals": 7919}
+POWER_ITERATIONS = 50
+RELU_GAIN = math.sqrt(2.0)
+STAMP_NAME = ".fixture_tree.json"
+
+
+def _randn(gen: torch.Generator, shape: torch.Size | tuple[int, ...], std: float, mean: float = 0.0) -> torch.Tensor:
+    return torch.randn(tuple(shape), generator=gen) * std + mean
+
+
+def _fan_in(weight: torch.Tensor) -> int:
+    return int(weight[0].numel())
+
+
+def _power_iteration(weight: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left/right top singular vectors (u, v) of the weight viewed as out×rest, as spectral norm stores them."""
+    mat = weight.reshape(weight.shape[0], -1)
+    u = nn.functional.normalize(torch.randn(mat.shape[0], generator=gen), dim=0, eps=1e-12)
+    v = torch.zeros(mat.shape[1])
+    for _ in range(POWER_ITERATIONS):
+        v = nn.functional.normalize(mat.t() @ u, dim=0, eps=1e-12)
+        u = nn.functional.normalize(mat @ v, dim=0, eps=1e-12)
+    return u, v
+
+
+def _init_linear_like(module: nn.Module, gen: torch.Generator, gain: float, bias_std: float = 0.01) -> None:
+    """Fan-in scaled weight (std = gain / sqrt(fan_in)) and small biases; handles spectral-normed convs too."""
+    weight = module.weight_orig if hasattr(module, "weight_orig") else module.weight
+    weight.copy_(_randn(gen, weight.shape, gain / math.sqrt(_fan_in(weight))))
+    if getattr(module, "bias", None) is not None:
+        module.bias.copy_(_randn(gen, module.bias.shape, bias_std))
+    if hasattr(module, "weight_orig"):
+        u, v = _power_iteration(weight, gen)
+        module.weight_u.copy_(u)
+        module.weight_v.copy_(v)
+
+
+def _init_norm(module: nn.Module, gen: torch.Generator) -> None:
+    """Affine ≈ identity; BatchNorm running statistics ≈ (0, 1) with a little noise."""
+    if getattr(module, "weight", None) is not None:
+        module.weight.copy_(_randn(gen, module.weight.shape, 0.05, 1.0))
+        module.bias.copy_(_randn(gen, module.bias.shape, 0.02))
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.running_mean.copy_(_randn(gen, module.running_mean.shape, 0.05))
+        module.running_var.copy_(torch.exp(_randn(gen, module.running_var.shape, 0.1)))
+        module.num_batches_tracked.fill_(100000)
+
+
+def _init_generic(model: nn.Module, gen: torch.Generator) -> None:
+    """Default pass: ReLU-gain fan-in scaling for every conv/linear, identity-like norms, small GRN parameters."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            _init_linear_like(module, gen, RELU_GAIN)
+        elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, ChannelsFirstLayerNorm)):
+            _init_norm(module, gen)
+        elif isinstance(module, GRN):
+            module.gamma.copy_(_randn(gen, module.gamma.shape, 0.05))
+            module.beta.copy_(_randn(gen, module.beta.shape, 0.02))
+
+
+def _tune_residual_branches(model: nn.Module, gen: torch.Generator) -> None:
+    """Shrink the last layer of residual branches so deep stacks do not blow up (as trained nets tend to)."""
+    for module in model.modules():
+        if isinstance(module, ConvNeXtBlock):
+            _init_linear_like(module.pwconv2, gen, 0.5)
+        elif isinstance(module, ResBlock3d):
+            _init_linear_like(module.conv2, gen, 0.5)
+        elif isinstance(module, SPADE):
+            # gamma/beta modulate a unit-variance normalised map: keep them moderate
+            _init_linear_like(module.mlp_gamma, gen, 0.3)
+            _init_linear_like(module.mlp_beta, gen, 0.3)
+    if hasattr(model, "conv_img"):  # decoder output layer: keep the sigmoid mostly out of saturation
+        _init_linear_like(model.conv_img[0] if isinstance(model.conv_img, nn.Sequential) else model.conv_img, gen, 0.7)
+
+
+def _tune_motion_heads(model: nn.Module, gen: torch.Generator) -> None:
+    """Heads read a LayerNorm-ed 768-vector (≈ unit variance): plausible biases, small weight spread."""
+    det = model.detector
+    width = det.fc_kp.in_features
+
+    def head(linear: nn.Linear, spread: float, bias: torch.Tensor) -> None:
+        linear.weight.copy_(_randn(gen, linear.weight.shape, spread / math.sqrt(width)))
+        linear.bias.copy_(bias)
+
+    num_kp3 = det.fc_kp.out_features
+    head(det.fc_kp, 0.04, torch.rand(num_kp3, generator=gen) * 1.2 - 0.6)  # canonical kp within ±0.6
+    head(det.fc_scale, 0.03, torch.tensor([1.2]) + _randn(gen, (1,), 0.05))
+    head(det.fc_t, 0.02, _randn(gen, (3,), 0.02))
+    head(det.fc_exp, 0.02, _randn(gen, (num_kp3,), 0.01))
+    bins = torch.arange(det.fc_pitch.out_features, dtype=torch.float32)
+    for linear in (det.fc_pitch, det.fc_yaw, det.fc_roll):
+        centre = (det.fc_pitch.out_features - 1) / 2 + float(torch.rand(1, generator=gen) * 6 - 3)  # ±9 degrees
+        head(linear, 0.5, -((bins - centre) ** 2) / (2 * 4.0**2))
+
+
+def _tune_mlp(model: StitchingRetargetingNetwork, gen: torch.Generator) -> None:
+    """Retargeting MLPs predict small keypoint corrections: scale the output layer down."""
+    _init_linear_like(model.mlp[-1], gen, 0.02, bias_std=0.002)
+
+
+def random_network(name: str, seed: int = 0) -> nn.Module:
+    """Network `name` filled with deterministic, well-scaled random weights (eval mode)."""
+    spec = NETWORKS[name]
+    gen = torch.Generator().manual_seed(seed * 1000 + list(NETWORKS).index(name))
+    model = spec.factory().eval()
+    with torch.no_grad():
+        _init_generic(model, gen)
+        _tune_residual_branches(model, gen)
+        if name == "motion_extractor":
+            _tune_motion_heads(model, gen)
+        if isinstance(model, StitchingRetargetingNetwork):
+            _tune_mlp(model, gen)
+    return model
+
+
+def random_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The checkpoint payload for network `name`: a plain dict of (cloned, contiguous) tensors."""
+    return {k: v.detach().clone().contiguous() for k, v in random_network(name, seed).state_dict().items()}
+
+
+def write_family(family_dir: Path, seed: int = 0) -> None:
+    """Write one model family (base_models/*.pth and the nested stitching checkpoint) into `family_dir`."""
+    files: dict[str, dict] = {}
+    for name, spec in NETWORKS.items():
+        state = random_state_dict(name, seed)
+        if spec.nested_key is None:
+            files[spec.checkpoint] = state
+        else:  # official retargeting checkpoint: nested state_dicts with DDP `module.` prefixes
+            files.setdefault(spec.checkpoint, {})[spec.nested_key] = {f"module.{k}": v for k, v in state.items()}
+    for rel, payload in files.items():
+        path = family_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, path)
+
+
+def write_fixture_tree(out: Path, seed: int = 0, *, stand_ins: bool = True) -> Path:
+    """Write a complete pretrained_weights/-style tree at `out` (usable as weights_root) and return `out`.
+
+    stand_ins=False skips the detector/landmark stand-in graphs (for tests that only need the torch weights).
+    """
+    out = Path(out)
+    for family, offset in FAMILY_SEED_OFFSETS.items():
+        write_family(out / family, seed + offset)
+    if not stand_ins:
+        return out
+    try:
+        from .stand_ins import write_stand_in_graphs
+    except ImportError:  # stand-in detector/landmark graphs are written by a sibling module when present
+        write_stand_in_graphs = None
+    if write_stand_in_graphs is not None:
+        write_stand_in_graphs(out, seed)
+    return out
+
+
+def ensure_fixture_tree(out: Path, seed: int = 0, *, stand_ins: bool = True) -> Path:
+    """write_fixture_tree unless `out` already holds a complete tree from the same call (stamp file), so test
+    sessions can share one tree instead of rewriting ~1 GB per module."""
+    out = Path(out)
+    stamp = out / STAMP_NAME
+    wanted = json.dumps({"seed": seed, "stand_ins": stand_ins})
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return out
+    stamp.unlink(missing_ok=True)  # an interrupted rewrite must not look complete
+    write_fixture_tree(out, seed, stand_ins=stand_ins)
+    stamp.write_text(wanted)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write random LivePortrait test weights in the official formats.")
+    parser.add_argument("--out", type=Path, required=True, help="directory to fill (used as pretrained_weights/)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-stand-ins", action="store_true", help="skip the detector/landmark stand-in graphs")
+    args = parser.parse_args(argv)
+    root = write_fixture_tree(args.out, args.seed, stand_ins=not args.no_stand_ins)
+    print(f"fixture weights written to {root}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""The Python API: construct once (models, device), animate many times; files or arrays out.
+
+    from runtime.api import LivePortrait
+    engine = LivePortrait("models_onnx", device="auto")
+    result = engine.animate("photo.jpg", "driving.mp4")          # animations/photo--driving.mp4 (+ _concat)
+    frames = list(engine.animate_frames(photo_rgb, driving_frames))  # arrays in, arrays out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.media import (
+    MediaError,
+    VideoReader,
+    VideoWriter,
+    animation_paths,
+    ensure_writable_folder,
+    load_image_rgb,
+    probe_media,
+    write_image_rgb,
+)
+from runtime.motion import KpInfo
+from runtime.options import AnimationOptions
+from runtime.overlap import AsyncSink, Prefetch
+from runtime.pipeline import (
+    AnimationError,
+    Animator,
+    DrivingMotion,
+    RenderedFrame,
+    RunStats,
+    batched,
+    fill_missing,
+    resize_256,
+)
+from runtime.sessions import GPU_DEVICES, ModelSet
+from runtime.templates import Template, load_template, save_template
+
+TEMPLATE_SUFFIXES = (".npz", ".pkl")
+
+
+@dataclass
+class AnimationResult:
+    """Files written and what the user should know about the run."""
+
+    paths: list[Path]
+    mode: str
+    frames: int
+    fps: float
+    warnings: list[str] = field(default_factory=list)
+
+
+class LivePortrait:
+    """The engine: loads models_onnx/ once on a device and reuses the sessions for every call."""
+
+    def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
+                 check_hash: bool = True, threads: int = 0) -> None:
+        self.models = ModelSet(models_dir, device=device, precision=precision, check_hash=check_hash,
+                               threads=threads)
+        self.animator = Animator(self.models)
+
+    @property
+    def device(self) -> str:
+        return self.models.device
+
+    def default_batch(self) -> int:
+        """Driving frames per graph call: GPUs like batches; on a CPU small batches keep latency low."""
+        return 8 if self.device in GPU_DEVICES else 2
+
+    # ------------------------------------------------------------- arrays API
+    def animate_frames(self, source_rgb: np.ndarray, driving_frames: Iterable[np.ndarray],
+                       options: AnimationOptions | None = None, face_index: int | None = None,
+                       batch_size: int = 0, paste_back: bool = True) -> Iterator[np.ndarray]:
+        """RGB uint8 photo + RGB uint8 driving frames → animated RGB frames (pasted back unless disabled)."""
+        options = options or AnimationOptions()
+        if not paste_back:
+            options = options.replace(flag_pasteback=False)
+        source = self.animator.source_image(np.asarray(source_rgb), options)
+        faces = self.animator.source_faces(source, options, face_index)
+        size = batch_size or self.default_batch()
+        needs = options.any_retargeting or options.flag_crop_driving_video
+        if needs:
+            driving_frames = list(driving_frames)
+        motions = self._motion_stream(lambda: driving_frames, options, size, needs, keep_crops=False,
+                                      stats=RunStats())
+        for rendered in self.animator.image_to_video(faces, source, motions, options):
+            yield rendered.frame
+
+    # --------------------------------------------------------------- file API
+    def animate(self, source: str | Path, driving: str | Path, options: AnimationOptions | None = None,
+                output_dir: str | Path = "animations", face_index: int | None = None, batch_size: int = 0,
+                save_template: str | Path | None = None, trust_pickle: bool = False, write_concat: bool = True,
+                progress: bool = True) -> AnimationResult:
+        """Animate files; writes `<output_dir>/<source>--<driving>.mp4` (+ `_concat`) or `.jpg` for two images."""
+        options = options or AnimationOptions()
+        source, driving = Path(source), Path(driving)
+        source_info = probe_media(source)
+        template = _read_template(driving, trust_pickle)
+        driving_info = None if template is not None else probe_media(driving)
+        ensure_writable_folder(Path(output_dir) / "probe")
+        size = batch_size or self.default_batch()
+        run = _Run(self, options, source, driving, Path(output_dir), size, write_concat, progress)
+        if source_info.kind == "video":
+            result = run.video_source(template, driving_info, face_index)
+        elif template is not None:
+            result = run.image_source_template(template, face_index)
+        elif driving_info.kind == "image":
+            result = run.image_to_image(face_index)
+        else:
+            result = run.image_to_video(driving_info, face_index, save_template)
+        if save_template is not None and run.template is not None:
+            result.paths.append(save_template_file(save_template, run.template))
+        return result
+
+    # ---------------------------------------------------------------- helpers
+    def _motion_stream(self, frames_factory, options: AnimationOptions, size: int, need_lmks: bool,
+                       keep_crops: bool, stats: RunStats, collect: list | None = None) -> Iterator[DrivingMotion]:
+        """Driving frames → batches of motion; a landmark pre-pass when cropping or retargeting needs faces."""
+        raw = filled = None
+        box = None
+        if need_lmks:
+            raw = self.animator.driving_landmarks(frames_factory(), options)
+            filled, missing = fill_missing(raw)
+            stats.driving_frames_without_face = missing
+            if options.flag_crop_driving_video:
+                box = self.animator.driving_box(raw, options)
+            elif not filled:
+                raise AnimationError("no face found in any driving frame: eye/lip retargeting and templates need "
+                                     "the driving face's landmarks")
+        last: KpInfo | None = None
+        index = 0
+        frames_iter = Prefetch(frames_factory())
+        try:
+            for frames in batched(frames_iter, size):
+                lmks = filled[index:index + len(frames)] if filled is not None else None
+                motion = self.animator.driving_motion(frames, lmks, box, options, keep_crops)
+                if raw is not None:
+                    motion.info, last = _reuse_last_motion(motion.info, raw[index:index + len(frames)], last)
+                if collect is not None:
+                    collect.append(motion)
+                index += len(frames)
+                yield motion
+        finally:
+            frames_iter.close()
+        if index == 0:
+            raise AnimationError("the driving video has no decodable frames")
+
+
+def _reuse_last_motion(info: KpInfo, lmks: list, last: KpInfo | None) -> tuple[KpInfo, KpInfo | None]:
+    """Frames where no face was found take the previous frame's motion (the first found one at the start)."""
+    rows = []
+    for i, lmk in enumerate(lmks):
+        if lmk is not None:
+            last = info.take(i)
+        rows.append(info.take(i) if lmk is not None or last is None else last)
+    return KpInfo.concat(rows), last
+
+
+def _read_template(path: Path, trust_pickle: bool) -> Template | None:
+    """A motion template when `path` is one (by suffix or zip magic), else None."""
+    if path.suffix.lower() not in TEMPLATE_SUFFIXES:
+        return None
+    try:
+        return load_template(path, trust_pickle=trust_pickle)
+    except (ValueError, KeyError) as exc:
+        raise AnimationError(f"{path}: not a usable motion template ({exc})") from exc
+
+
+def save_template_file(path: str | Path, template: Template) -> Path:
+    """Write a template (.npz), creating its folder."""
+    ensure_writable_folder(Path(path))
+    return save_template(path, template)
+
+
+def concat_frame(driving_256: np.ndarray, source_crop: np.ndarray, result_crop: np.ndarray) -> np.ndarray:
+    """driving | source | result side by side, each 512² (the official `_concat` layout)."""
+    side = result_crop.shape[0]
+    parts = [cv2.resize(p, (side, side), interpolation=cv2.INTER_LINEAR) if p.shape[0] != side else p
+             for p in (driving_256, source_crop, result_crop)]
+    return np.hstack(parts)
+
+
+class _Run:
+    """One animate() call: mode-specific wiring of frames, writers, progress and warnings."""
+
+    def __init__(self, engine: LivePortrait, options: AnimationOptions, source: Path, driving: Path, out: Path,
+                 batch: int, write_concat: bool, progress: bool) -> None:
+        self.engine, self.animator = engine, engine.animator
+        self.options, self.source, self.driving, self.out = options, source, driving, out
+        self.batch, self.write_concat, self.progress = batch, write_concat, progress
+        self.stats = RunStats()
+        self.template: Template | None = None
+
+    def _faces(self, face_index: int | None):
+        image = self.animator.source_image(load_image_rgb(self.source), self.options)
+        faces = self.animator.source_faces(image, self.options, face_index)
+        self.stats.source_faces = len(faces)
+        return image, faces
+
+    def _warnings(self) -> list[str]:
+        out = list(self.stats.warnings)
+        if self.stats.driving_frames_without_face:
+            out.append(f"no face found in {self.stats.driving_frames_without_face} driving frame(s); "
+                       "they reused the last motion")
+        if self.stats.source_faces > 1 and not _pastes(self.options):
+            out.append(f"{self.stats.source_faces} faces animated but only the first is written without paste-back")
+        return out
+
+    def _write_video(self, frames: Iterator[RenderedFrame], fps: float, total: int | None,
+                     audio_from: Path | None) -> list[Path]:
+        """Stream frames into the main (and concat) video; both appear only when complete."""
+        from tqdm import tqdm
+
+        main_path, concat_path = animation_paths(self.out, self.source, self.driving)
+        crf = self.options.crf
+        writers = [VideoWriter(main_path, fps, crf=crf, audio_from=audio_from)]
+        concat = None
+        count = 0
+        bar = tqdm(total=total, unit="frame", desc="animating", disable=not self.progress, dynamic_ncols=True)
+        try:
+            sink = AsyncSink(lambda pair: [w.write(f) for w, f in zip(writers, pair, strict=False)], depth=16)
+            try:
+                for rendered in frames:
+                    if count == 0 and self.write_concat and rendered.driving_256 is not None:
+                        concat = VideoWriter(concat_path, fps, crf=crf, audio_from=audio_from)
+                        writers.append(concat)
+                    pair = [rendered.frame]
+                    if concat is not None:
+                        pair.append(concat_frame(rendered.driving_256, rendered.source_crop, rendered.crop))
+                    sink.put(pair)
+                    count += 1
+                    bar.update(1)
+            finally:
+                sink.close()
+            if count == 0:
+                raise AnimationError("no frames were produced (empty driving input)")
+            return [w.close() for w in writers]
+        except BaseException:
+            for w in writers:
+                w.abort()
+            raise
+        finally:
+            bar.close()
+            self.stats.frames = count
+
+    def image_to_video(self, driving_info, face_index: int | None, save_template: Path | None) -> AnimationResult:
+        source_rgb, faces = self._faces(face_index)
+        o = self.options
+        need_lmks = o.any_retargeting or o.flag_crop_driving_video or save_template is not None
+        collected: list[DrivingMotion] | None = [] if save_template is not None else None
+        fps = driving_info.fps or o.output_fps
+
+        def frames():
+            return VideoReader(self.driving)
+
+        motions = self.engine._motion_stream(frames, o, self.batch, need_lmks, keep_crops=self.write_concat,
+                                             stats=self.stats, collect=collected)
+        rendered = self.animator.image_to_video(faces, source_rgb, motions, o)
+        audio = self.driving if driving_info.has_audio else None
+        paths = self._write_video(rendered, fps, driving_info.frame_count, audio)
+        if collected:
+            self.template = _template_from(collected, fps)
+        return AnimationResult(paths, "image->video", self.stats.frames, fps, self._warnings())
+
+    def image_source_template(self, template: Template, face_index: int | None) -> AnimationResult:
+        source_rgb, faces = self._faces(face_index)
+        info = template.to_kp_info()
+        motions = (DrivingMotion(info=info.take(slice(i, i + self.batch)),
+                                 eye=template.eye_ratio[i:i + self.batch], lip=template.lip_ratio[i:i + self.batch])
+                   for i in range(0, template.n_frames, self.batch))
+        rendered = self.animator.image_to_video(faces, source_rgb, motions, self.options)
+        paths = self._write_video(rendered, template.fps, template.n_frames, None)
+        return AnimationResult(paths, "template->video", self.stats.frames, template.fps, self._warnings())
+
+    def image_to_image(self, face_index: int | None) -> AnimationResult:
+        source_rgb, faces = self._faces(face_index)
+        driving_rgb = load_image_rgb(self.driving)
+        need = self.options.any_retargeting or self.options.flag_crop_driving_video
+        motions = list(self.engine._motion_stream(lambda: [driving_rgb], self.options, 1, need, keep_crops=True,
+                                                  stats=self.stats))
+        rendered = next(iter(self.animator.image_to_video(faces, source_rgb, motions, self.options,
+                                                          driving_is_video=False)))
+        main_path, concat_path = animation_paths(self.out, self.source, self.driving, suffix=".jpg")
+        paths = [write_image_rgb(main_path, rendered.frame)]
+        if self.write_concat:
+            paths.append(write_image_rgb(concat_path, concat_frame(rendered.driving_256, rendered.source_crop,
+                                                                   rendered.crop)))
+        return AnimationResult(paths, "image->image", 1, 0.0, self._warnings())
+
+    def video_to_video(self, driving: KpInfo, eye, lip, driving_is_video: bool, fps: float, face_index,
+                       crops_factory, audio: Path | None, total: int | None) -> AnimationResult:
+        def frames():
+            return VideoReader(self.source)
+
+        rendered = self.animator.video_to_video(frames, driving, eye, lip, self.options, driving_is_video,
+                                                driving_crops=crops_factory, face_index=face_index,
+                                                batch_size=self.batch, stats=self.stats)
+        paths = self._write_video(rendered, fps, total, audio)
+        return AnimationResult(paths, "video->video", self.stats.frames, fps, self._warnings())
+
+    def video_source(self, template: Template | None, driving_info, face_index: int | None) -> AnimationResult:
+        """Source video: driving motion for every frame first (smoothing needs the sequence), then render."""
+        o = self.options
+        with VideoReader(self.source) as reader:
+            fps, source_audio, source_count = reader.fps, reader.has_audio, reader.frame_count
+        need = o.any_retargeting or o.flag_crop_driving_video
+        crops_factory = None
+        if template is not None:
+            info, eye, lip, is_video = template.to_kp_info(), template.eye_ratio, template.lip_ratio, True
+            driving_audio = None
+        else:
+            is_video = driving_info.kind == "video"
+            if is_video:
+                def factory():
+                    return VideoReader(self.driving)
+            else:
+                image = load_image_rgb(self.driving)
+
+                def factory():
+                    return [image]
+            motions = list(self.engine._motion_stream(factory, o, self.batch, need, keep_crops=False,
+                                                      stats=self.stats))
+            info = KpInfo.concat([m.info for m in motions])
+            eye = np.concatenate([m.eye for m in motions]) if motions[0].eye is not None else None
+            lip = np.concatenate([m.lip for m in motions]) if motions[0].lip is not None else None
+            driving_audio = self.driving if is_video and driving_info.has_audio else None
+            if self.write_concat:
+                def crops_factory():
+                    return (resize_256(f) for f in (factory() if is_video else _repeat(image)))
+        audio = self.source if (o.audio_priority == "source" and source_audio) else (driving_audio or (
+            self.source if source_audio else None))
+        total = source_count if not is_video else min(source_count or len(info), len(info))
+        return self.video_to_video(info, eye, lip, is_video, fps, face_index, crops_factory, audio, total)
+
+
+def _repeat(item):
+    while True:
+        yield item
+
+
+def _pastes(options: AnimationOptions) -> bool:
+    from runtime.pipeline import pastes_back
+
+    return pastes_back(options)
+
+
+def _template_from(motions: list[DrivingMotion], fps: float) -> Template:
+    info = KpInfo.concat([m.info for m in motions])
+    eye = np.concatenate([m.eye for m in motions])
+    lip = np.concatenate([m.lip for m in motions])
+    return Template.from_kp_info(info, eye, lip, fps)
+
+
+__all__ = ["AnimationError", "AnimationResult", "LivePortrait", "MediaError"]

@@ -1,0 +1,55 @@
+"""Run graphs with the OpenVINO runtime directly (`--device openvino`).
+
+Why the runtime and not onnxruntime's OpenVINO EP: the EP ships as a separate onnxruntime-openvino wheel that
+conflicts with the onnxruntime package this project installs, while the `openvino` package sits beside it, reads
+the same .onnx files, and compiles whole graphs (the 4-D grid-sample variant) for Intel CPUs, iGPUs and NPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.manifest import EXPORT_HINT, ModelsError
+
+_CORE = None
+
+
+def _core():
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
+class OpenVinoRunner:
+    """Same interface as sessions.GraphRunner, backed by an OpenVINO compiled model."""
+
+    def __init__(self, key: str, path: Path, device_name: str = "CPU") -> None:
+        self.key, self.path, self.device = key, Path(path), "openvino"
+        try:
+            model = _core().read_model(str(self.path))
+            self.compiled = _core().compile_model(model, device_name)
+        except Exception as exc:  # noqa: BLE001 - report any frontend/compile failure with the fix
+            raise ModelsError(f"OpenVINO could not compile {self.path.name} ({str(exc).splitlines()[0][:200]}). "
+                              f"For OpenVINO use the 4-D grid-sample graphs: {EXPORT_HINT} --grid-sample 4d") from exc
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
+        self.request = self.compiled.create_infer_request()
+        self.on_cuda = False
+
+    def run(self, feeds: Mapping[str, Any], keep_on_device: Iterable[str] = ()) -> dict[str, Any]:
+        """Run synchronously; outputs come back as numpy arrays keyed by name."""
+        del keep_on_device
+        inputs = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        result = self.request.infer(inputs)
+        return {name: np.array(result[port]) for name, port in zip(self.output_names, self.compiled.outputs,
+                                                                       strict=True)}
+
+    def placement(self) -> list[str]:
+        return ["OpenVINO:" + ",".join(self.compiled.get_property("EXECUTION_DEVICES"))]

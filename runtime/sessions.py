@@ -1,0 +1,168 @@
+"""Load the graphs of models_onnx/ once, checked against the manifest, on the chosen device.
+
+One place decides which variant of each contract graph a device runs (fp16 on GPUs, the 4-D grid-sample form on
+CoreML / OpenVINO / TensorRT ≤ 10) and keeps tensors on the GPU between graphs with IO binding on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.manifest import CORE_GRAPHS, EXPORT_HINT, FACE_GRAPHS, Manifest, ModelsError, verify_models
+from runtime.providers import DeviceChoice, resolve_device
+
+PRECISIONS = ("auto", "fp32", "fp16")
+GPU_DEVICES = ("cuda", "tensorrt", "coreml", "directml")
+FOUR_D_DEVICES = ("coreml", "openvino", "directml")
+
+
+def variant_candidates(graph: str, device: str, precision: str = "auto",
+                       preferred: Mapping[str, list[str]] | None = None) -> list[str]:
+    """Manifest keys to try for `graph` on `device`, best first (platform settings may override the order)."""
+    if preferred and graph in preferred:
+        # platform settings order the variants; an explicit --precision still filters them
+        keys = [k for k in preferred[graph] if precision == "auto" or k.endswith(".fp16") == (precision == "fp16")]
+        if keys:
+            return keys
+    four_d = graph == "warping_spade" and device in FOUR_D_DEVICES
+    base = f"{graph}.gs4d" if four_d else graph
+    want_fp16 = precision == "fp16" or (precision == "auto" and device in GPU_DEVICES)
+    keys = [f"{base}.fp16", base] if want_fp16 else [base]
+    if precision == "fp16":
+        keys = [f"{base}.fp16"]
+    if graph == "warping_spade" and device == "tensorrt":
+        keys += [k.replace("warping_spade", "warping_spade.gs4d") for k in keys]
+    return keys
+
+
+def pick_variant(manifest: Manifest, graph: str, device: str, precision: str = "auto",
+                 preferred: Mapping[str, list[str]] | None = None) -> str:
+    """The first candidate the manifest lists, or a ModelsError naming the export command that makes one."""
+    candidates = variant_candidates(graph, device, precision, preferred)
+    for key in candidates:
+        if key in manifest.models:
+            return key
+    flags = []
+    if any(".gs4d" in k for k in candidates):
+        flags.append("--grid-sample 4d")
+    if all(k.endswith(".fp16") for k in candidates):
+        flags.append("--precision fp16")
+    hint = EXPORT_HINT + (" " + " ".join(flags) if flags else "")
+    raise ModelsError(f"no {' or '.join(c + '.onnx' for c in candidates)} for device {device!r} in the models "
+                      f"folder. Export it with: {hint}")
+
+
+class GraphRunner:
+    """One loaded graph: run(feeds) → dict of outputs; on CUDA, named outputs can stay on the GPU."""
+
+    def __init__(self, key: str, path: Path, choice: DeviceChoice, cache_dir: Path | None = None,
+                 threads: int = 0) -> None:
+        self.key, self.path, self.device = key, Path(path), choice.device
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        if any(name == "DmlExecutionProvider" for name, _ in choice.providers):
+            opts.enable_mem_pattern = False  # DirectML requires both (onnxruntime DirectML EP docs)
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        providers = []
+        for name, options in choice.providers:
+            options = dict(options)
+            if name == "CoreMLExecutionProvider" and cache_dir is not None:
+                options.setdefault("ModelCacheDirectory", str(cache_dir / "coreml"))
+            if name == "TensorrtExecutionProvider" and cache_dir is not None:
+                options.setdefault("trt_engine_cache_enable", "True")
+                options.setdefault("trt_engine_cache_path", str(cache_dir / "tensorrt"))
+            providers.append((name, options))
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - corrupt files surface here
+            raise ModelsError(f"{self.path} could not be loaded ({str(exc).splitlines()[0][:200]}). "
+                              f"Re-export with: {EXPORT_HINT}") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_types = {i.name: i.type for i in self.session.get_inputs()}
+        self.on_cuda = self.session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+    def run(self, feeds: Mapping[str, Any], keep_on_device: Iterable[str] = ()) -> dict[str, Any]:
+        """Run with numpy or OrtValue inputs; outputs are numpy except `keep_on_device` ones on CUDA (OrtValue)."""
+        keep = set(keep_on_device)
+        if self.on_cuda:
+            return self._run_bound(feeds, keep)
+        plain = {k: (v.numpy() if isinstance(v, ort.OrtValue) else _as_input(v)) for k, v in feeds.items()}
+        outs = self.session.run(self.output_names, plain)
+        return dict(zip(self.output_names, outs, strict=True))
+
+    def _run_bound(self, feeds: Mapping[str, Any], keep: set[str]) -> dict[str, Any]:
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, _as_input(value))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda" if name in keep else "cpu")
+        self.session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        return {n: (v if n in keep else v.numpy()) for n, v in zip(self.output_names, values, strict=True)}
+
+    def placement(self) -> list[str]:
+        """Providers actually assigned to this session (best first)."""
+        return list(self.session.get_providers())
+
+
+def _as_input(value: Any) -> np.ndarray:
+    arr = np.asarray(value)
+    return np.ascontiguousarray(arr.astype(np.float32) if arr.dtype == np.float64 else arr)
+
+
+class ModelSet:
+    """All graphs the pipeline needs, loaded lazily once and reused across calls."""
+
+    def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
+                 check_hash: bool = True, threads: int = 0) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.dir = Path(models_dir)
+        self.choice = resolve_device(device)
+        self.precision = precision
+        self.threads = threads
+        self.manifest = verify_models(self.dir, CORE_GRAPHS + FACE_GRAPHS, check_hash=False)
+        self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant)
+                     for g in CORE_GRAPHS}
+        self.keys.update({g: g for g in FACE_GRAPHS})
+        verify_models(self.dir, list(self.keys.values()), check_hash=check_hash)
+        self._runners: dict[str, Any] = {}
+        self.cache_dir = Path(os.environ.get("LIVEPORTRAIT_CACHE", Path.home() / ".cache" / "liveportrait-onnx"))
+
+    @property
+    def device(self) -> str:
+        return self.choice.device
+
+    def runner(self, graph: str) -> GraphRunner:
+        """The loaded runner for a contract or face graph (created on first use)."""
+        if graph not in self._runners:
+            key = self.keys[graph]
+            path = self.dir / self.manifest.models[key].file
+            if self.choice.device == "openvino":
+                from runtime.openvino_backend import OpenVinoRunner
+
+                self._runners[graph] = OpenVinoRunner(key, path)
+            else:
+                self._runners[graph] = GraphRunner(key, path, self.choice, self.cache_dir, self.threads)
+        return self._runners[graph]
+
+    def run(self, graph: str, feeds: Mapping[str, Any], keep_on_device: Iterable[str] = ()) -> dict[str, Any]:
+        """Run a graph by contract name."""
+        return self.runner(graph).run(feeds, keep_on_device)
+
+    def describe(self) -> str:
+        """One line per graph: which file runs on which provider."""
+        return "\n".join(f"{g:<30} {k}.onnx" for g, k in self.keys.items())

@@ -1,0 +1,50 @@
+"""Shared, session-scoped fixtures: a fixture weight tree and the models exported from it (once per run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@pytest.fixture(scope="session")
+def fixture_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete pretrained_weights/ tree with random weights in the official formats."""
+    from export.fixtures import write_fixture_tree
+
+    return write_fixture_tree(tmp_path_factory.mktemp("weights"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def exported(fixture_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The fp32 contract graphs + face graphs + manifest, exported once; returns (folder, Exporter)."""
+    from export.export_all import Exporter
+
+    out = tmp_path_factory.mktemp("models_onnx")
+    exporter = Exporter(fixture_weights, out)
+    exporter.fp32 = {g: exporter.export_fp32(g) for g in (
+        "appearance_feature_extractor", "motion_extractor", "warping_spade", "stitching", "eye_retargeting",
+        "lip_retargeting")}
+    exporter.copy_face_graphs()
+    exporter.write_manifest()
+    return out, exporter
+
+
+@pytest.fixture(scope="session")
+def models_dir(exported) -> Path:
+    """Folder with the exported fp32 graphs and manifest.json."""
+    return exported[0]
+
+
+@pytest.fixture(scope="session")
+def models_with_variants(exported) -> Path:
+    """The same folder after adding warping_spade.gs4d and the fp16 variants (exported once, on demand)."""
+    out, exporter = exported
+    if "warping_spade.gs4d" not in exporter.entries:
+        exporter.export_gs4d(exporter.fp32["warping_spade"])
+        for graph in ("appearance_feature_extractor", "motion_extractor", "warping_spade"):
+            exporter.export_fp16(graph, graph, exporter.fp32[graph])
+        exporter.write_manifest()
+    return out
