@@ -19,10 +19,19 @@ from export.checkpoints import checkpoint_sha256, load_all
 from export.fp16 import psnr, to_mixed_fp16
 from export.graphs import GRAPH_SPECS, build_graph_module
 from export.networks import NETWORKS
-from export.onnx_export import OPSET, ExportError, build_checked, cpu_session, probe_inputs, save_model
+from export.onnx_export import (
+    OPSET,
+    PARITY_TOL,
+    ExportError,
+    build_checked,
+    cpu_session,
+    probe_inputs,
+    save_model,
+)
 from runtime.manifest import CORE_GRAPHS, Manifest, ModelEntry, TensorSpec, sha256_file
 
 FP16_GRAPHS = ("appearance_feature_extractor", "motion_extractor", "warping_spade")
+COREML_GRAPHS = ("appearance_feature_extractor", "motion_extractor")  # written with --grid-sample 4d
 FP16_MIN_PSNR = 35.0  # dB, decoded image vs the fp32 graph
 FP16_MAX_REL = 2e-2  # other fp16 graphs: max-abs relative to the output scale
 GS4D_TOL = 1e-3  # decomposed grid-sample graph vs the native one, relative to the output scale
@@ -82,6 +91,8 @@ class Exporter:
         self.entries: dict[str, ModelEntry] = {}
         self.rows: list[Row] = []
         self._ckpt_hash: dict[str, str] = {}
+        self._fp32: dict[str, onnx.ModelProto] = {}
+        self._reference: dict[str, list[np.ndarray]] = {}
 
     def _checkpoints(self, graph: str) -> dict[str, str]:
         result = {}
@@ -110,42 +121,77 @@ class Exporter:
 
             fold_spectral_norm(module.decoder)
         model, check = build_checked(module, GRAPH_SPECS[graph], self.networks)
+        self._fp32[graph] = model
         return self._record(graph, graph, model, "fp32", f"max-abs {check.max_abs:.2e} (rel {check.relative:.1e})",
                             {"max_abs": check.max_abs, "output_scale": check.output_scale},
                             time.perf_counter() - start)
 
+    def reference(self, graph: str) -> list[np.ndarray]:
+        """ORT-CPU outputs of the written fp32 graph on the fixed probe inputs (cached: variants compare to it)."""
+        if graph not in self._reference:
+            self._reference[graph] = _run(self._fp32[graph], graph, self.networks, all_outputs=True)
+        return self._reference[graph]
+
     def export_gs4d(self, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
-        """warping_spade with the 5-D sampler rewritten as 4-D GridSamples, checked against the native graph."""
+        """warping_spade with the 5-D sampler as 4-D GridSamples and every op in the CoreML EP's set (one partition),
+        checked against the native graph."""
+        from export.coreml_friendly import make_coreml_friendly
         from export.gridsample4d import GridSample3dVia2d
+        from export.networks.blocks import GridSample3d
         from export.networks.spade import fold_spectral_norm
         from export.networks.warping import set_grid_sampler
+        from export.onnx_export import probe_inputs, simplify, trace
 
         start = time.perf_counter()
+        self._fp32.setdefault("warping_spade", fp32_model)
         module = build_graph_module("warping_spade", self.networks)
         fold_spectral_norm(module.decoder)
+        module = make_coreml_friendly(module)  # a copy with CoreML-only ops (2-D convs, rank <= 5); same numbers
         set_grid_sampler(module.warping, GridSample3dVia2d())
         try:
-            model, check = build_checked(module, GRAPH_SPECS["warping_spade"], self.networks, tolerance=GS4D_TOL)
+            spec = GRAPH_SPECS["warping_spade"]
+            model = simplify(trace(module, spec, probe_inputs("warping_spade", self.networks, 1)))
         finally:
-            from export.networks.blocks import GridSample3d
-
             set_grid_sampler(module.warping, GridSample3d())
+        onnx.checker.check_model(model)
         if _grid_form(model) != "4d":
             raise ExportError("warping_spade.gs4d: the graph still contains a 5-D GridSample")
-        native = _run(fp32_model, "warping_spade", self.networks)
+        native = self.reference("warping_spade")[0]
         got = _run(model, "warping_spade", self.networks)
         diff = float(np.abs(native - got).max())
+        scale = float(np.abs(native).max())
+        if diff / max(scale, 1e-6) > GS4D_TOL:
+            raise ExportError(f"warping_spade.gs4d differs from the native graph by {diff:.3g} (scale {scale:.3g}); "
+                              "not written")
         return self._record("warping_spade.gs4d", "warping_spade", model, "fp32",
-                            f"vs native {diff:.2e}; vs torch {check.max_abs:.2e}",
-                            {"max_abs": check.max_abs, "output_scale": check.output_scale, "vs_native_max_abs": diff},
+                            f"max-abs {diff:.2e} vs native 5-D graph",
+                            {"max_abs_vs_native": diff, "output_scale": scale},
                             time.perf_counter() - start)
+
+    def export_coreml(self, graph: str) -> onnx.ModelProto:
+        """`<graph>.coreml.onnx`: the same graph with 3-D convs/BN/L2-norm rewritten into ops CoreML runs whole."""
+        from export.coreml_friendly import make_coreml_friendly
+
+        start = time.perf_counter()
+        module = make_coreml_friendly(build_graph_module(graph, self.networks))
+        model, check = build_checked(module, GRAPH_SPECS[graph], self.networks)
+        ref = self.reference(graph)
+        got = _run(model, graph, self.networks, all_outputs=True)
+        diff = max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True))
+        scale = max(float(np.abs(r).max()) for r in ref)
+        if diff > PARITY_TOL * max(scale, 1e-6):
+            raise ExportError(f"{graph}.coreml differs from {graph}.onnx by {diff:.3g}; not written")
+        return self._record(f"{graph}.coreml", graph, model, "fp32", f"max-abs {diff:.2e} vs {graph}.onnx",
+                            {"max_abs": check.max_abs, "output_scale": check.output_scale,
+                             "max_abs_vs_fp32_graph": diff}, time.perf_counter() - start)
 
     def export_fp16(self, key: str, graph: str, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
         """Mixed-precision twin of a fp32 graph; rejected unless it stays close to fp32 on realistic inputs."""
         start = time.perf_counter()
+        self._fp32.setdefault(graph, fp32_model)
         model = to_mixed_fp16(fp32_model)
         onnx.checker.check_model(model)
-        ref = _run(fp32_model, graph, self.networks, all_outputs=True)
+        ref = self.reference(graph)
         got = _run(model, graph, self.networks, all_outputs=True)
         max_abs = max(float(np.abs(r - g.astype(np.float32)).max()) for r, g in zip(ref, got, strict=True))
         scale = max(float(np.abs(r).max()) for r in ref)
@@ -224,9 +270,9 @@ def _simplifier_version() -> str:
 
 
 def _run(model: onnx.ModelProto, graph: str, networks: dict, all_outputs: bool = False) -> list | np.ndarray:
-    """Run a graph on the CPU with the fixed realistic probe inputs (batch 2)."""
+    """Run a graph on the CPU with fixed realistic probe inputs (batch 1: the fp32 graph proved the dynamic batch)."""
     spec = GRAPH_SPECS[graph]
-    args = probe_inputs(graph, networks, 2, seed=11)
+    args = probe_inputs(graph, networks, 1, seed=11)
     feeds = {name: a.numpy() for (name, _), a in zip(spec.inputs, args, strict=True)}
     outs = [o.astype(np.float32) for o in cpu_session(model).run(None, feeds)]
     return outs if all_outputs else outs[0]
@@ -252,6 +298,11 @@ def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample
         log("[+] warping_spade.gs4d.onnx: 5-D sampler as 4-D GridSamples ...")
         gs4d = exporter.export_gs4d(fp32_models["warping_spade"])
         log(f"        {exporter.rows[-1].error}")
+        for graph in COREML_GRAPHS:
+            if graph in fp32_models:
+                log(f"[+] {graph}.coreml.onnx: 3-D ops rewritten for CoreML ...")
+                exporter.export_coreml(graph)
+                log(f"        {exporter.rows[-1].error}")
         if precision in ("fp16", "both"):
             log("[+] warping_spade.gs4d.fp16.onnx ...")
             exporter.export_fp16("warping_spade.gs4d", "warping_spade", gs4d)

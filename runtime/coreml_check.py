@@ -183,7 +183,9 @@ def _rule_resize(c: _Ctx) -> str | None:
         return "Resize scales/sizes must be constant"
     src, dst = c.inputs[0], c.outputs[0] if c.outputs else None
     if src and dst and src.shape and dst.shape and len(src.shape) == len(dst.shape):
-        if any(a != b for a, b in zip(src.shape[:2], dst.shape[:2], strict=True)):
+        # only known sizes are comparable: shape inference renames symbolic dims (N → unk__7) across a Resize
+        pairs = zip(src.shape[:2], dst.shape[:2], strict=True)
+        if any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in pairs):
             return "Resize may only change the last two axes (N and C must keep their size)"
     return None
 

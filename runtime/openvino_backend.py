@@ -34,7 +34,8 @@ class OpenVinoRunner:
         self.key, self.path, self.device = key, Path(path), "openvino"
         try:
             model = _core().read_model(str(self.path))
-            self.compiled = _core().compile_model(model, device_name)
+            # Pin fp32: on CPUs with AMX/AVX512-BF16 OpenVINO otherwise silently runs in bf16 (7e-3 error measured).
+            self.compiled = _core().compile_model(model, device_name, {"INFERENCE_PRECISION_HINT": "f32"})
         except Exception as exc:  # noqa: BLE001 - report any frontend/compile failure with the fix
             raise ModelsError(f"OpenVINO could not compile {self.path.name} ({str(exc).splitlines()[0][:200]}). "
                               f"For OpenVINO use the 4-D grid-sample graphs: {EXPORT_HINT} --grid-sample 4d") from exc

@@ -20,6 +20,7 @@ from runtime.providers import DeviceChoice, resolve_device
 PRECISIONS = ("auto", "fp32", "fp16")
 GPU_DEVICES = ("cuda", "tensorrt", "coreml", "directml")
 FOUR_D_DEVICES = ("coreml", "openvino", "directml")
+COREML_REWRITTEN = ("appearance_feature_extractor", "motion_extractor")
 
 
 def variant_candidates(graph: str, device: str, precision: str = "auto",
@@ -38,6 +39,8 @@ def variant_candidates(graph: str, device: str, precision: str = "auto",
         keys = [f"{base}.fp16"]
     if graph == "warping_spade" and device == "tensorrt":
         keys += [k.replace("warping_spade", "warping_spade.gs4d") for k in keys]
+    if device == "coreml" and graph in COREML_REWRITTEN and precision != "fp16":
+        keys.insert(0, f"{graph}.coreml")  # 3-D ops rewritten so CoreML takes the whole graph
     return keys
 
 
@@ -118,6 +121,16 @@ class GraphRunner:
         return list(self.session.get_providers())
 
 
+def preload_gpu_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* wheels or a torch install when present (onnxruntime-gpu ≥ 1.21)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - system libraries may still be found by the loader
+            pass
+
+
 def _as_input(value: Any) -> np.ndarray:
     arr = np.asarray(value)
     return np.ascontiguousarray(arr.astype(np.float32) if arr.dtype == np.float64 else arr)
@@ -132,6 +145,8 @@ class ModelSet:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dir = Path(models_dir)
         self.choice = resolve_device(device)
+        if self.choice.device in ("cuda", "tensorrt"):
+            preload_gpu_libraries()
         self.precision = precision
         self.threads = threads
         self.manifest = verify_models(self.dir, CORE_GRAPHS + FACE_GRAPHS, check_hash=False)
