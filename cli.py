@@ -34,7 +34,6 @@ OPTION_HELP = {
     "flag_pasteback": "paste the animated face back into the full source frame",
     "output_fps": "fps when the driving input has none (image or template without fps)",
     "crf": "H.264 constant rate factor of the output (lower = better)",
-    "output_format": "container of the animation",
     "audio_priority": "video->video: whose audio track the output carries",
     "flag_do_crop": "crop the source face before animating",
     "flag_do_rot": "align the source crop's rotation to the face",
@@ -63,7 +62,7 @@ def add_animation_options(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("animation options (official defaults)")
     choices = {"animation_region": opt.ANIMATION_REGIONS, "driving_option": opt.DRIVING_OPTIONS,
-               "audio_priority": opt.AUDIO_PRIORITIES, "output_format": opt.OUTPUT_FORMATS}
+               "audio_priority": opt.AUDIO_PRIORITIES}
     for field in dataclasses.fields(opt.AnimationOptions):
         default = field.default
         text = OPTION_HELP.get(field.name, field.name.replace("_", " "))
@@ -71,11 +70,22 @@ def add_animation_options(parser: argparse.ArgumentParser) -> None:
             names = [f"--no-{_flag(field.name)}"] if default else [f"--{_flag(field.name)}"]
             names += [a for a in ALIASES.get(field.name, []) if a.startswith("--no-") == default]
             group.add_argument(*names, dest=field.name, action="store_false" if default else "store_true",
-                               default=default, help=f"{'disable' if default else 'enable'}: {text}")
+                               default=default, help=f"{'disable' if default else 'enable'}: {text} "
+                                                     f"(default: {'on' if default else 'off'})")
         else:
             kind = type(default)
             group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind, default=default,
                                choices=choices.get(field.name), help=f"{text} (default: {default})")
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append "(default: X)" only where the help text does not already state the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.required or action.default in (None, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def build_animate_parser(parser: argparse.ArgumentParser) -> None:
@@ -93,12 +103,17 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
                         help="execution device; auto = CUDA, then CoreML, then CPU (default: auto)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
                         help="graph precision; auto = fp16 variants on GPUs when exported, else fp32 (default: auto)")
+    parser.add_argument("--coreml-units", default=None,
+                        choices=["ALL", "CPUAndGPU", "CPUAndNeuralEngine", "CPUOnly"],
+                        help="CoreML compute units (default: ALL, from platforms/macos-arm64/providers.json)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per graph (default: 0 = onnxruntime's choice, one per core)")
     parser.add_argument("--face-index", type=int, default=None,
-                        help="animate only this source face (0 = largest); default: every face in the photo")
+                        help="animate only this source face, 0 = largest (default: every face in the photo)")
     parser.add_argument("--batch-size", type=int, default=0,
                         help="driving frames per graph call (default: 0 = per-device default)")
     parser.add_argument("--save-template", type=Path, default=None,
-                        help="also write the driving motion as a reusable .npz template to this path")
+                        help="also write the driving motion as a reusable .npz template to this path (default: none)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow reading upstream .pkl templates (pickle can run code: only trusted files)")
     parser.add_argument("--no-concat", action="store_true",
@@ -109,19 +124,22 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_animate(args: argparse.Namespace) -> int:
     """Animate and report; exit 0 only when the output files were written."""
-    from runtime.api import AnimationError, LivePortrait
+    from runtime.api import AnimationError, LivePortrait, MediaError
+    from runtime.manifest import ModelsError
     from runtime.options import AnimationOptions
+    from runtime.providers import DeviceError
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AnimationOptions)}
     try:
         options = AnimationOptions(**values)
-        engine = LivePortrait(args.models, device=args.device, precision=args.precision)
+        engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
+                              coreml_units=args.coreml_units)
         result = engine.animate(
             args.source, args.driving, options=options, output_dir=args.output_dir, face_index=args.face_index,
             batch_size=args.batch_size, save_template=args.save_template, trust_pickle=args.trust_pickle,
             write_concat=not args.no_concat, progress=not args.quiet,
         )
-    except (AnimationError, ValueError, OSError) as exc:
+    except (AnimationError, MediaError, ModelsError, DeviceError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for path in result.paths:
@@ -139,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="{animate,export,bench,doctor}")
     animate = sub.add_parser("animate", help="animate a portrait with a driving video/image/template (default)",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             formatter_class=_DefaultsFormatter)
     build_animate_parser(animate)
     export = sub.add_parser("export", help="export official checkpoints to verified ONNX graphs")
     bench = sub.add_parser("bench", help="time every stage and compare with the PyTorch reference")
@@ -147,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 2
+    if argv[0] in ("-h", "--help"):  # animate is the default command: show its options too
+        parser.print_help()
+        print("\nanimate options (used when no command is given):\n")
+        animate.print_help()
+        return 0
     command = argv[0]
     if command == "export":
         from export.export_all import add_arguments, run

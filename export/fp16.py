@@ -7,6 +7,8 @@ convolutions, which are nearly all the FLOPs, go to fp16; the sampling coordinat
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 
@@ -66,13 +68,15 @@ def to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.graph.value_info[:]
     _name_nodes(model)
     blocked_nodes = grid_math_nodes(model)
-    mixed = float16.convert_float_to_float16(
-        model,
-        keep_io_types=True,
-        op_block_list=FP32_OPS,
-        node_block_list=blocked_nodes,
-        max_finite_val=65000.0,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one "value truncated" warning per tiny weight
+        mixed = float16.convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            op_block_list=FP32_OPS,
+            node_block_list=blocked_nodes,
+            max_finite_val=65000.0,
+        )
     _restore_fp32_resize_params(mixed)
     return mixed
 

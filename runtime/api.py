@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,9 +60,9 @@ class LivePortrait:
     """The engine: loads models_onnx/ once on a device and reuses the sessions for every call."""
 
     def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
-                 check_hash: bool = True, threads: int = 0) -> None:
+                 check_hash: bool = True, threads: int = 0, coreml_units: str | None = None) -> None:
         self.models = ModelSet(models_dir, device=device, precision=precision, check_hash=check_hash,
-                               threads=threads)
+                               threads=threads, coreml_units=coreml_units)
         self.animator = Animator(self.models)
 
     @property
@@ -113,8 +114,12 @@ class LivePortrait:
             result = run.image_to_image(face_index)
         else:
             result = run.image_to_video(driving_info, face_index, save_template)
-        if save_template is not None and run.template is not None:
-            result.paths.append(save_template_file(save_template, run.template))
+        if save_template is not None:
+            if run.template is not None:
+                result.paths.append(save_template_file(save_template, run.template))
+            else:
+                result.warnings.append(f"no template saved to {save_template}: --save-template needs an image "
+                                       "source and a driving video")
         return result
 
     # ---------------------------------------------------------------- helpers
@@ -133,6 +138,8 @@ class LivePortrait:
                 raise AnimationError("no face found in any driving frame: eye/lip retargeting and templates need "
                                      "the driving face's landmarks")
         last: KpInfo | None = None
+        if raw is not None and filled and raw[0] is None:
+            last = self._first_found_motion(frames_factory, raw, filled, box, options)
         index = 0
         frames_iter = Prefetch(frames_factory())
         try:
@@ -149,6 +156,20 @@ class LivePortrait:
             frames_iter.close()
         if index == 0:
             raise AnimationError("the driving video has no decodable frames")
+
+
+    def _first_found_motion(self, frames_factory, raw: list, filled: list, box: np.ndarray | None,
+                            options: AnimationOptions) -> KpInfo:
+        """Motion of the first driving frame with a face: the faceless frames before it reuse it."""
+        k = next(i for i, lmk in enumerate(raw) if lmk is not None)
+        frames = frames_factory()
+        try:
+            frame = next(itertools.islice(iter(frames), k, None))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+        return self.animator.driving_motion([frame], [filled[k]], box, options, keep_crops=False).info
 
 
 def _reuse_last_motion(info: KpInfo, lmks: list, last: KpInfo | None) -> tuple[KpInfo, KpInfo | None]:

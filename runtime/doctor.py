@@ -393,7 +393,7 @@ def smoke_openvino(manifest: Manifest, models: dict[str, Any], models_dir: Path)
             continue
         try:
             start = time.perf_counter()
-            runner = OpenVinoRunner(key, models_dir / entry.file)
+            runner = OpenVinoRunner(key, models_dir / entry.file, output_names=[t.name for t in entry.outputs])
             load_s = time.perf_counter() - start
             feeds = smoke_inputs(entry)
             runner.run(feeds)

@@ -30,7 +30,8 @@ def _core():
 class OpenVinoRunner:
     """Same interface as sessions.GraphRunner, backed by an OpenVINO compiled model."""
 
-    def __init__(self, key: str, path: Path, device_name: str = "CPU") -> None:
+    def __init__(self, key: str, path: Path, device_name: str = "CPU",
+                 output_names: list[str] | None = None) -> None:
         self.key, self.path, self.device = key, Path(path), "openvino"
         try:
             model = _core().read_model(str(self.path))
@@ -40,7 +41,10 @@ class OpenVinoRunner:
             raise ModelsError(f"OpenVINO could not compile {self.path.name} ({str(exc).splitlines()[0][:200]}). "
                               f"For OpenVINO use the 4-D grid-sample graphs: {EXPORT_HINT} --grid-sample 4d") from exc
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
-        self.output_names = [p.get_any_name() for p in self.compiled.outputs]
+        # a port can carry several tensor names (aliases); prefer the graph-output names the manifest lists
+        wanted = set(output_names or [])
+        self.output_names = [next((n for n in sorted(p.get_names()) if n in wanted), p.get_any_name())
+                             for p in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
         self.on_cuda = False
 

@@ -13,7 +13,6 @@ from typing import Any
 ANIMATION_REGIONS = ("exp", "pose", "lip", "eyes", "all")
 DRIVING_OPTIONS = ("expression-friendly", "pose-friendly")
 AUDIO_PRIORITIES = ("source", "driving")
-OUTPUT_FORMATS = ("mp4", "gif")
 
 # Process noise of the v2v Kalman smoother; upstream hard-codes it (not a CLI option).
 SMOOTH_PROCESS_VARIANCE = 1e-5
@@ -44,7 +43,6 @@ class AnimationOptions:
     flag_pasteback: bool = True
     output_fps: float = 25.0
     crf: int = 15
-    output_format: str = "mp4"
     audio_priority: str = "driving"
 
     # source crop
@@ -71,7 +69,6 @@ class AnimationOptions:
         _choice("animation_region", self.animation_region, ANIMATION_REGIONS)
         _choice("driving_option", self.driving_option, DRIVING_OPTIONS)
         _choice("audio_priority", self.audio_priority, AUDIO_PRIORITIES)
-        _choice("output_format", self.output_format, OUTPUT_FORMATS)
         for name in (
             "driving_smooth_observation_variance",
             "output_fps",

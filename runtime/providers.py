@@ -95,8 +95,16 @@ def _has_openvino_runtime() -> bool:
     return True
 
 
-def resolve_device(requested: str = "auto") -> DeviceChoice:
-    """auto → CUDA, then CoreML, then CPU; an explicit device that is not available raises DeviceError."""
+COREML_UNITS = ("ALL", "CPUAndGPU", "CPUAndNeuralEngine", "CPUOnly")
+
+
+def resolve_device(requested: str = "auto", coreml_units: str | None = None) -> DeviceChoice:
+    """auto → CUDA, then CoreML, then CPU; an explicit device that is not available raises DeviceError.
+
+    coreml_units overrides the platform file's MLComputeUnits (ALL, CPUAndGPU, CPUAndNeuralEngine, CPUOnly).
+    """
+    if coreml_units is not None and coreml_units not in COREML_UNITS:
+        raise DeviceError(f"unknown CoreML compute units {coreml_units!r}; choose one of {', '.join(COREML_UNITS)}")
     if requested not in DEVICES:
         raise DeviceError(f"unknown device {requested!r}; choose one of {', '.join(DEVICES)}")
     avail = available_devices()
@@ -112,7 +120,10 @@ def resolve_device(requested: str = "auto") -> DeviceChoice:
     settings = provider_settings(device)
     providers: list[tuple[str, dict[str, Any]]] = []
     if device != "openvino" or PROVIDER_OF["openvino"] in ort.get_available_providers():
-        providers.append((PROVIDER_OF[device], dict(settings.get("provider_options", {}))))
+        options = dict(settings.get("provider_options", {}))
+        if device == "coreml" and coreml_units is not None:
+            options["MLComputeUnits"] = coreml_units
+        providers.append((PROVIDER_OF[device], options))
     if device == "tensorrt":
         providers.append((PROVIDER_OF["cuda"], dict(provider_settings("cuda").get("provider_options", {}))))
     if device != "cpu":

@@ -140,11 +140,11 @@ class ModelSet:
     """All graphs the pipeline needs, loaded lazily once and reused across calls."""
 
     def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
-                 check_hash: bool = True, threads: int = 0) -> None:
+                 check_hash: bool = True, threads: int = 0, coreml_units: str | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dir = Path(models_dir)
-        self.choice = resolve_device(device)
+        self.choice = resolve_device(device, coreml_units=coreml_units)
         if self.choice.device in ("cuda", "tensorrt"):
             preload_gpu_libraries()
         self.precision = precision
@@ -169,7 +169,8 @@ class ModelSet:
             if self.choice.device == "openvino":
                 from runtime.openvino_backend import OpenVinoRunner
 
-                self._runners[graph] = OpenVinoRunner(key, path)
+                names = [t.name for t in self.manifest.models[key].outputs]
+                self._runners[graph] = OpenVinoRunner(key, path, output_names=names)
             else:
                 self._runners[graph] = GraphRunner(key, path, self.choice, self.cache_dir, self.threads)
         return self._runners[graph]

@@ -1,0 +1,60 @@
+"""The Mac/Intel path on the exported graphs: CoreML takes each graph whole; OpenVINO runs them with parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.graphs import GRAPH_SPECS
+from export.onnx_export import cpu_session, probe_inputs
+from runtime.coreml_check import check_coreml_compat, format_report
+from runtime.manifest import read_manifest
+from runtime.sessions import pick_variant
+
+MAC_PATH = {
+    "appearance_feature_extractor.coreml": "appearance_feature_extractor",
+    "motion_extractor.coreml": "motion_extractor",
+    "warping_spade.gs4d": "warping_spade",
+    "stitching": "stitching",
+    "eye_retargeting": "eye_retargeting",
+    "lip_retargeting": "lip_retargeting",
+}
+
+
+@pytest.mark.parametrize("key", list(MAC_PATH))
+def test_coreml_takes_every_mac_graph_whole(models_with_variants: Path, key: str) -> None:
+    report = check_coreml_compat(models_with_variants / f"{key}.onnx")
+    assert report.partitions == 1 and report.coverage == 1.0, format_report(report)
+
+
+def test_coreml_check_rejects_native_warping(models_with_variants: Path) -> None:
+    """The native graph's 5-D GridSample (and 3-D convs) must be reported: the check can fail."""
+    report = check_coreml_compat(models_with_variants / "warping_spade.onnx")
+    assert not report.fully_supported and report.partitions > 1
+    assert "GridSample" in report.unsupported_by_op()
+
+
+def test_coreml_device_picks_mac_path(models_with_variants: Path) -> None:
+    manifest = read_manifest(models_with_variants)
+    chosen = {g: pick_variant(manifest, g, "coreml", "fp32") for g in set(MAC_PATH.values())}
+    assert chosen == {g: k for k, g in MAC_PATH.items()}
+
+
+@pytest.mark.parametrize("key", list(MAC_PATH))
+def test_openvino_runs_mac_graphs_with_parity(models_with_variants: Path, exported, key: str) -> None:
+    """OpenVINO (4-D GridSample only, like CoreML) loads each Mac-path graph and matches onnxruntime CPU."""
+    from runtime.openvino_backend import OpenVinoRunner
+
+    _, exporter = exported
+    graph = MAC_PATH[key]
+    spec = GRAPH_SPECS[graph]
+    args = probe_inputs(graph, exporter.networks, 1, seed=31)
+    feeds = {name: a.numpy() for (name, _), a in zip(spec.inputs, args, strict=True)}
+    reference = cpu_session(models_with_variants / f"{graph}.onnx").run(None, feeds)
+    names = [n for n, _ in spec.outputs]
+    got = OpenVinoRunner(key, models_with_variants / f"{key}.onnx", output_names=names).run(feeds)
+    for (name, _), ref in zip(spec.outputs, reference, strict=True):
+        scale = max(float(np.abs(ref).max()), 1e-6)
+        assert float(np.abs(got[name] - ref).max()) <= 1e-3 * scale, name
