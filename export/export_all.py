@@ -28,6 +28,7 @@ from export.onnx_export import (
     probe_inputs,
     save_model,
 )
+from export.paste_back_graph import export_paste_back
 from runtime.manifest import CORE_GRAPHS, Manifest, ModelEntry, TensorSpec, sha256_file
 
 FP16_GRAPHS = ("appearance_feature_extractor", "motion_extractor", "warping_spade")
@@ -315,6 +316,15 @@ def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample
                 log(f"        {exporter.rows[-1].error}")
     log("[+] detector and landmark graphs ...")
     exporter.copy_face_graphs()
+    log("[+] paste_back.onnx: warp + mask blend for the GPU, checked against the numpy paste-back ...")
+    start = time.perf_counter()
+    try:
+        entry = export_paste_back(out)
+    except ValueError as exc:
+        raise ExportError(f"paste_back.onnx: {exc}") from exc
+    exporter.entries[entry.key] = entry
+    exporter.rows.append(Row(entry.file, entry.bytes, f"max {entry.parity['max_abs_levels_vs_numpy']:.0f} level "
+                             "vs numpy", time.perf_counter() - start))
     path = exporter.write_manifest()
     log(format_table(exporter.rows))
     log(f"Manifest: {path}\nTotal export time: {time.perf_counter() - t0:.1f} s")

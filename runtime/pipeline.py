@@ -28,6 +28,7 @@ from runtime.motion import KpInfo, MotionComposer, VideoMotionComposer
 from runtime.options import AnimationOptions
 from runtime.paste_back import paste_back as paste_face
 from runtime.paste_back import prepare_paste_back
+from runtime.paste_back_gpu import GraphPaster
 from runtime.retargeting import eye_close_ratio, lip_close_ratio
 from runtime.sessions import ModelSet
 from runtime.stages import SourceFeature, Stages
@@ -203,7 +204,11 @@ class Animator:
         for face in faces:
             face.composer = self.composer(face, options, driving_is_video)
         source_crop = faces[0].crop.img_crop if faces[0].crop is not None else _upscale_512(faces[0].image_256)
+        pasters = self._gpu_pasters(faces, source_rgb, options)
         for motion in motions:
+            if pasters is not None:
+                yield from self._render_on_gpu(faces, pasters, motion, source_crop)
+                continue
             rendered = []
             for face in faces:
                 x_d = face.composer.compose(motion.info, motion.eye, motion.lip)
@@ -213,6 +218,30 @@ class Animator:
                 frame = self._paste(source_rgb, faces, crops, options)
                 driving = None if motion.crops_256 is None else motion.crops_256[i]
                 yield RenderedFrame(frame=frame, crop=crops[0], driving_256=driving, source_crop=source_crop)
+
+    def _gpu_pasters(self, faces: list[SourceFace], source_rgb: np.ndarray,
+                     options: AnimationOptions) -> list[GraphPaster] | None:
+        """On CUDA with paste_back.onnx exported: one graph paster per face; None means the numpy paste-back."""
+        if not pastes_back(options) or any(f.crop is None or f.mask is None for f in faces):
+            return None
+        runner = self.stages.paste_runner()
+        if runner is None:
+            return None
+        return [GraphPaster(runner, face.crop.M_c2o, face.mask, source_rgb) for face in faces]
+
+    def _render_on_gpu(self, faces: list[SourceFace], pasters: list[GraphPaster], motion: DrivingMotion,
+                       source_crop: np.ndarray) -> Iterator[RenderedFrame]:
+        """One driving batch with the crops warped and blended where they were decoded; frames come back whole."""
+        frames: np.ndarray | None = None
+        first_crops: np.ndarray | None = None
+        for face, paster in zip(faces, pasters, strict=True):
+            x_d = face.composer.compose(motion.info, motion.eye, motion.lip)
+            image = self.stages.warp_decode_on_device(face.feature, face.composer.x_s, x_d)
+            frames, crops = paster.paste_with_crops(image, base=frames)  # later faces go over earlier ones
+            first_crops = crops if first_crops is None else first_crops
+        for i in range(len(motion.info)):
+            driving = None if motion.crops_256 is None else motion.crops_256[i]
+            yield RenderedFrame(frame=frames[i], crop=first_crops[i], driving_256=driving, source_crop=source_crop)
 
     def _paste(self, source_rgb: np.ndarray, faces: list[SourceFace], crops: list[np.ndarray],
                options: AnimationOptions) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from runtime.motion import KpInfo
-from runtime.sessions import ModelSet
+from runtime.sessions import GraphRunner, ModelSet
 
 
 def to_network_input(images_rgb: np.ndarray) -> np.ndarray:
@@ -31,6 +31,8 @@ class Stages:
 
     def __init__(self, models: ModelSet) -> None:
         self.models = models
+        self._paste_runner: GraphRunner | None = None
+        self._paste_checked = False
 
     def motion(self, images_256: np.ndarray) -> KpInfo:
         """Motion graph on N 256² RGB crops → KpInfo (angles in degrees)."""
@@ -46,11 +48,21 @@ class Stages:
 
     def warp_decode(self, feature: SourceFeature, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
         """Generate N 512² RGB uint8 images from one source feature (or N of them) and N keypoint pairs."""
-        n = len(kp_driving)
-        kp_source = np.ascontiguousarray(np.broadcast_to(kp_source, kp_driving.shape), dtype=np.float32)
-        feeds = {"feature_3d": feature.batch(n), "kp_driving": np.ascontiguousarray(kp_driving, np.float32),
-                 "kp_source": kp_source}
-        return to_uint8_images(self.models.run("warping_spade", feeds)["image"])
+        return to_uint8_images(self.models.run("warping_spade", _warp_feeds(feature, kp_source, kp_driving))["image"])
+
+    def warp_decode_on_device(self, feature: SourceFeature, kp_source: np.ndarray, kp_driving: np.ndarray) -> Any:
+        """As warp_decode, but the raw N×3×512×512 float image stays on the GPU on CUDA (for paste_back.onnx)."""
+        feeds = _warp_feeds(feature, kp_source, kp_driving)
+        return self.models.run("warping_spade", feeds, keep_on_device=("image",))["image"]
+
+    def paste_runner(self) -> GraphRunner | None:
+        """paste_back.onnx on CUDA when the models folder has it (loaded once); None means paste back with numpy."""
+        if not self._paste_checked:
+            from runtime.paste_back_gpu import load_paste_runner
+
+            self._paste_runner = load_paste_runner(self.models)
+            self._paste_checked = True
+        return self._paste_runner
 
     def _mlp(self, graph: str, feat: np.ndarray) -> np.ndarray:
         return self.models.run(graph, {"feat": np.ascontiguousarray(feat, np.float32)})["delta"]
@@ -63,6 +75,13 @@ class Stages:
 
     def lip(self, feat: np.ndarray) -> np.ndarray:
         return self._mlp("lip_retargeting", feat)
+
+
+def _warp_feeds(feature: SourceFeature, kp_source: np.ndarray, kp_driving: np.ndarray) -> dict[str, Any]:
+    """Warping-graph inputs: the feature repeated to the batch, one source keypoint set per driving one."""
+    kp_source = np.ascontiguousarray(np.broadcast_to(kp_source, kp_driving.shape), dtype=np.float32)
+    return {"feature_3d": feature.batch(len(kp_driving)), "kp_driving": np.ascontiguousarray(kp_driving, np.float32),
+            "kp_source": kp_source}
 
 
 class SourceFeature:

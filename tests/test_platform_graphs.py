@@ -58,3 +58,18 @@ def test_openvino_runs_mac_graphs_with_parity(models_with_variants: Path, export
     for (name, _), ref in zip(spec.outputs, reference, strict=True):
         scale = max(float(np.abs(ref).max()), 1e-6)
         assert float(np.abs(got[name] - ref).max()) <= 1e-3 * scale, name
+
+
+def test_doctor_places_every_exported_graph_on_cpu(models_dir: Path) -> None:
+    """`cli.py doctor --json` on the real exported folder: CPUExecutionProvider runs 100 % of every graph."""
+    from runtime import doctor
+
+    report = doctor.collect(models_dir, devices=["cpu"])
+    graphs = report["providers"]["CPUExecutionProvider"]["graphs"]
+    manifest = read_manifest(models_dir)
+    assert set(graphs) == set(manifest.models)
+    for key, result in graphs.items():
+        assert result["share"] == 1.0 and result["placed"] == result["nodes"] > 0, key
+        assert result["ms"] > 0
+    assert all(entry["ok"] for entry in report["models"]["entries"].values())
+    assert not [p for p in report["problems"] if p["level"] == "error"]
