@@ -186,6 +186,29 @@ class Exporter:
                             {"max_abs": check.max_abs, "output_scale": check.output_scale,
                              "max_abs_vs_fp32_graph": diff}, time.perf_counter() - start)
 
+    def export_split(self) -> None:
+        """warping.gs4d + spade_decoder: warping_spade in two halves, so a runtime can run the decoder (72 % of
+        the FLOPs) at reduced precision while the grid-sample coordinates stay fp32 (OpenVINO bf16 on AMX CPUs)."""
+        from export.coreml_friendly import make_coreml_friendly
+        from export.gridsample4d import GridSample3dVia2d
+        from export.networks.spade import fold_spectral_norm
+        from export.networks.warping import set_grid_sampler
+
+        start = time.perf_counter()
+        warping = make_coreml_friendly(build_graph_module("warping", self.networks))
+        set_grid_sampler(warping.warping, GridSample3dVia2d())
+        model, check = build_checked(warping, GRAPH_SPECS["warping"], self.networks, tolerance=GS4D_TOL)
+        self._record("warping.gs4d", "warping", model, "fp32", f"max-abs {check.max_abs:.2e} (rel "
+                     f"{check.relative:.1e})", {"max_abs": check.max_abs, "output_scale": check.output_scale},
+                     time.perf_counter() - start)
+        start = time.perf_counter()
+        decoder = build_graph_module("spade_decoder", self.networks)
+        fold_spectral_norm(decoder.decoder)
+        model, check = build_checked(decoder, GRAPH_SPECS["spade_decoder"], self.networks)
+        self._record("spade_decoder", "spade_decoder", model, "fp32", f"max-abs {check.max_abs:.2e} (rel "
+                     f"{check.relative:.1e})", {"max_abs": check.max_abs, "output_scale": check.output_scale},
+                     time.perf_counter() - start)
+
     def export_fp16(self, key: str, graph: str, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
         """Mixed-precision twin of a fp32 graph; rejected unless it stays close to fp32 on realistic inputs."""
         start = time.perf_counter()
@@ -299,6 +322,9 @@ def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample
         log("[+] warping_spade.gs4d.onnx: 5-D sampler as 4-D GridSamples ...")
         gs4d = exporter.export_gs4d(fp32_models["warping_spade"])
         log(f"        {exporter.rows[-1].error}")
+        log("[+] warping.gs4d.onnx + spade_decoder.onnx: warping_spade split for mixed precision (OpenVINO) ...")
+        exporter.export_split()
+        log(f"        {exporter.rows[-2].error}; decoder {exporter.rows[-1].error}")
         for graph in COREML_GRAPHS:
             if graph in fp32_models:
                 log(f"[+] {graph}.coreml.onnx: 3-D ops rewritten for CoreML ...")

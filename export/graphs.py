@@ -67,6 +67,28 @@ class WarpingSpadeGraph(nn.Module):
         return self.decoder(warped)
 
 
+class WarpingGraph(nn.Module):
+    """(feature_3d, kp_driving, kp_source) → warped N×256×64×64: the warping half of a split warping_spade."""
+
+    def __init__(self, warping: nn.Module) -> None:
+        super().__init__()
+        self.warping = warping
+
+    def forward(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+        return self.warping(feature_3d, kp_driving, kp_source)["out"]
+
+
+class DecoderGraph(nn.Module):
+    """warped N×256×64×64 → image N×3×512×512: the SPADE half, so it can run at another precision."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, warped: torch.Tensor) -> torch.Tensor:
+        return self.decoder(warped)
+
+
 class MlpGraph(nn.Module):
     """feat → delta for the stitching and the eye / lip retargeting MLPs."""
 
@@ -121,6 +143,18 @@ GRAPH_SPECS: dict[str, GraphSpec] = {
             ),
             (("image", ("N", 3, 512, 512)),),
         ),
+        GraphSpec(
+            "warping",
+            ("warping_module",),
+            (
+                ("feature_3d", ("N", 32, 16, 64, 64)),
+                ("kp_driving", ("N", NUM_KP, 3)),
+                ("kp_source", ("N", NUM_KP, 3)),
+            ),
+            (("warped", ("N", 256, 64, 64)),),
+        ),
+        GraphSpec("spade_decoder", ("spade_generator",), (("warped", ("N", 256, 64, 64)),),
+                  (("image", ("N", 3, 512, 512)),)),
         GraphSpec("stitching", ("stitching",), (("feat", ("N", 126)),), (("delta", ("N", 65)),)),
         GraphSpec("eye_retargeting", ("eye",), (("feat", ("N", 66)),), (("delta", ("N", 63)),)),
         GraphSpec("lip_retargeting", ("lip",), (("feat", ("N", 65)),), (("delta", ("N", 63)),)),
@@ -138,4 +172,8 @@ def build_graph_module(name: str, networks: dict[str, nn.Module]) -> nn.Module:
         return MotionGraph(*parts).eval()
     if name == "warping_spade":
         return WarpingSpadeGraph(*parts).eval()
+    if name == "warping":
+        return WarpingGraph(*parts).eval()
+    if name == "spade_decoder":
+        return DecoderGraph(*parts).eval()
     return MlpGraph(*parts).eval()

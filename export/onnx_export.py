@@ -69,8 +69,10 @@ def probe_inputs(name: str, networks: dict[str, nn.Module], batch: int, seed: in
     if name in ("appearance_feature_extractor", "motion_extractor"):
         return (images,)
     kp_source, kp_driving = _probe_keypoints(networks, images, seed)
-    if name == "warping_spade":
+    if name in ("warping_spade", "warping", "spade_decoder"):
         feature = networks["appearance_feature_extractor"](images)
+        if name == "spade_decoder":
+            return (networks["warping_module"](feature, kp_driving, kp_source)["out"],)
         return (feature, kp_driving, kp_source)
     n = images.shape[0]
     gen = torch.Generator().manual_seed(seed)

@@ -31,12 +31,15 @@ class OpenVinoRunner:
     """Same interface as sessions.GraphRunner, backed by an OpenVINO compiled model."""
 
     def __init__(self, key: str, path: Path, device_name: str = "CPU",
-                 output_names: list[str] | None = None) -> None:
+                 output_names: list[str] | None = None, inference_precision: str = "f32") -> None:
         self.key, self.path, self.device = key, Path(path), "openvino"
+        self.inference_precision = inference_precision
         try:
             model = _core().read_model(str(self.path))
-            # Pin fp32: on CPUs with AMX/AVX512-BF16 OpenVINO otherwise silently runs in bf16 (7e-3 error measured).
-            self.compiled = _core().compile_model(model, device_name, {"INFERENCE_PRECISION_HINT": "f32"})
+            # Precision is always explicit: on CPUs with AMX/AVX512-BF16 OpenVINO otherwise silently runs bf16,
+            # which is fine for the decoder (50 dB) but not for grid-sample coordinates (25 dB measured).
+            self.compiled = _core().compile_model(model, device_name,
+                                                  {"INFERENCE_PRECISION_HINT": inference_precision})
         except Exception as exc:  # noqa: BLE001 - report any frontend/compile failure with the fix
             raise ModelsError(f"OpenVINO could not compile {self.path.name} ({str(exc).splitlines()[0][:200]}). "
                               f"For OpenVINO use the 4-D grid-sample graphs: {EXPORT_HINT} --grid-sample 4d") from exc
@@ -47,6 +50,14 @@ class OpenVinoRunner:
                              for p in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
         self.on_cuda = False
+
+    @staticmethod
+    def supports_bf16(device_name: str = "CPU") -> bool:
+        """True when the OpenVINO device computes bf16 natively (AMX / AVX512-BF16 CPUs)."""
+        try:
+            return "BF16" in _core().get_property(device_name, "OPTIMIZATION_CAPABILITIES")
+        except Exception:  # noqa: BLE001 - unknown device or property: assume not
+            return False
 
     def run(self, feeds: Mapping[str, Any], keep_on_device: Iterable[str] = ()) -> dict[str, Any]:
         """Run synchronously; outputs come back as numpy arrays keyed by name."""

@@ -21,6 +21,7 @@ PRECISIONS = ("auto", "fp32", "fp16")
 GPU_DEVICES = ("cuda", "tensorrt", "coreml", "directml")
 FOUR_D_DEVICES = ("coreml", "openvino", "directml")
 COREML_REWRITTEN = ("appearance_feature_extractor", "motion_extractor")
+SPLIT_KEYS = {"warping": "warping.gs4d", "spade_decoder": "spade_decoder"}
 
 
 def variant_candidates(graph: str, device: str, precision: str = "auto",
@@ -153,6 +154,10 @@ class ModelSet:
         self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant)
                      for g in CORE_GRAPHS}
         self.keys.update({g: g for g in FACE_GRAPHS})
+        # OpenVINO runs warping_spade as two halves when exported: the decoder may then use bf16
+        self.split = self.choice.device == "openvino" and all(k in self.manifest.models for k in SPLIT_KEYS.values())
+        if self.split:
+            self.keys.update(SPLIT_KEYS)
         verify_models(self.dir, list(self.keys.values()), check_hash=check_hash)
         self._runners: dict[str, Any] = {}
         self.cache_dir = Path(os.environ.get("LIVEPORTRAIT_CACHE", Path.home() / ".cache" / "liveportrait-onnx"))
@@ -166,14 +171,25 @@ class ModelSet:
         if graph not in self._runners:
             key = self.keys[graph]
             path = self.dir / self.manifest.models[key].file
-            if self.choice.device == "openvino":
+            if self.choice.device == "openvino" and graph not in FACE_GRAPHS:
                 from runtime.openvino_backend import OpenVinoRunner
 
                 names = [t.name for t in self.manifest.models[key].outputs]
-                self._runners[graph] = OpenVinoRunner(key, path, output_names=names)
+                self._runners[graph] = OpenVinoRunner(key, path, output_names=names,
+                                                      inference_precision=self.openvino_precision(graph))
+            elif self.choice.device == "openvino":  # face graphs feed onnxruntime-style sessions: CPU EP
+                self._runners[graph] = GraphRunner(key, path, resolve_device("cpu"), self.cache_dir, self.threads)
             else:
                 self._runners[graph] = GraphRunner(key, path, self.choice, self.cache_dir, self.threads)
         return self._runners[graph]
+
+    def openvino_precision(self, graph: str) -> str:
+        """f32 everywhere, except the split SPADE decoder in bf16 where the CPU has it (precision auto/fp16)."""
+        from runtime.openvino_backend import OpenVinoRunner
+
+        if graph == "spade_decoder" and self.precision != "fp32" and OpenVinoRunner.supports_bf16():
+            return "bf16"
+        return "f32"
 
     def run(self, graph: str, feeds: Mapping[str, Any], keep_on_device: Iterable[str] = ()) -> dict[str, Any]:
         """Run a graph by contract name."""

@@ -48,7 +48,11 @@ class Stages:
 
     def warp_decode(self, feature: SourceFeature, kp_source: np.ndarray, kp_driving: np.ndarray) -> np.ndarray:
         """Generate N 512² RGB uint8 images from one source feature (or N of them) and N keypoint pairs."""
-        return to_uint8_images(self.models.run("warping_spade", _warp_feeds(feature, kp_source, kp_driving))["image"])
+        feeds = _warp_feeds(feature, kp_source, kp_driving)
+        if getattr(self.models, "split", False):  # two halves: the decoder may run at reduced precision
+            warped = self.models.run("warping", feeds)["warped"]
+            return to_uint8_images(self.models.run("spade_decoder", {"warped": warped})["image"])
+        return to_uint8_images(self.models.run("warping_spade", feeds)["image"])
 
     def warp_decode_on_device(self, feature: SourceFeature, kp_source: np.ndarray, kp_driving: np.ndarray) -> Any:
         """As warp_decode, but the raw N×3×512×512 float image stays on the GPU on CUDA (for paste_back.onnx)."""

@@ -40,10 +40,11 @@ def models_dir(exported) -> Path:
 
 @pytest.fixture(scope="session")
 def models_with_variants(exported) -> Path:
-    """The same folder after adding warping_spade.gs4d, the *.coreml and the fp16 variants (once, on demand)."""
+    """The folder plus warping_spade.gs4d, the split halves, *.coreml and fp16 variants (once, on demand)."""
     out, exporter = exported
     if "warping_spade.gs4d" not in exporter.entries:
         exporter.export_gs4d(exporter.fp32["warping_spade"])
+        exporter.export_split()
         for graph in ("appearance_feature_extractor", "motion_extractor"):
             exporter.export_coreml(graph)
         for graph in ("appearance_feature_extractor", "motion_extractor", "warping_spade"):

@@ -73,3 +73,26 @@ def test_doctor_places_every_exported_graph_on_cpu(models_dir: Path) -> None:
         assert result["ms"] > 0
     assert all(entry["ok"] for entry in report["models"]["entries"].values())
     assert not [p for p in report["problems"] if p["level"] == "error"]
+
+
+def test_openvino_device_runs_split_warping_with_bf16_decoder(models_with_variants: Path, exported) -> None:
+    """--device openvino: warping (fp32 coordinates) + SPADE decoder (bf16 where the CPU has it) ≥ 35 dB vs the
+    native fp32 graph; face graphs still run through onnxruntime sessions."""
+    from export.fp16 import psnr
+    from runtime.openvino_backend import OpenVinoRunner
+    from runtime.sessions import ModelSet
+    from runtime.stages import SourceFeature, Stages, to_uint8_images
+
+    _, exporter = exported
+    models = ModelSet(models_with_variants, device="openvino")
+    assert models.split and models.keys["warping"] == "warping.gs4d"
+    expected = "bf16" if OpenVinoRunner.supports_bf16() else "f32"
+    assert models.openvino_precision("spade_decoder") == expected
+    assert models.openvino_precision("warping") == "f32"
+    feature, kp_driving, kp_source = probe_inputs("warping_spade", exporter.networks, 1, seed=41)
+    got = Stages(models).warp_decode(SourceFeature(feature.numpy()), kp_source.numpy(), kp_driving.numpy())
+    feeds = {"feature_3d": feature.numpy(), "kp_driving": kp_driving.numpy(), "kp_source": kp_source.numpy()}
+    ref = to_uint8_images(cpu_session(models_with_variants / "warping_spade.onnx").run(None, feeds)[0])
+    assert got.shape == ref.shape == (1, 512, 512, 3)
+    assert psnr(got, ref, peak=255.0) >= 35.0
+    assert hasattr(models.runner("det_10g"), "session")
