@@ -60,9 +60,10 @@ class LivePortrait:
     """The engine: loads models_onnx/ once on a device and reuses the sessions for every call."""
 
     def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
-                 check_hash: bool = True, threads: int = 0, coreml_units: str | None = None) -> None:
+                 check_hash: bool = True, threads: int = 0, coreml_units: str | None = None,
+                 strict_device: bool = False) -> None:
         self.models = ModelSet(models_dir, device=device, precision=precision, check_hash=check_hash,
-                               threads=threads, coreml_units=coreml_units)
+                               threads=threads, coreml_units=coreml_units, strict_device=strict_device)
         self.animator = Animator(self.models)
 
     @property

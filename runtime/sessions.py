@@ -27,22 +27,47 @@ SPLIT_KEYS = {"warping": "warping.gs4d", "spade_decoder": "spade_decoder"}
 def variant_candidates(graph: str, device: str, precision: str = "auto",
                        preferred: Mapping[str, list[str]] | None = None) -> list[str]:
     """Manifest keys to try for `graph` on `device`, best first (platform settings may override the order)."""
+    keys: list[str] = []
     if preferred and graph in preferred:
         # platform settings order the variants; an explicit --precision still filters them
         keys = [k for k in preferred[graph] if precision == "auto" or k.endswith(".fp16") == (precision == "fp16")]
-        if keys:
-            return keys
-    four_d = graph == "warping_spade" and device in FOUR_D_DEVICES
-    base = f"{graph}.gs4d" if four_d else graph
-    want_fp16 = precision == "fp16" or (precision == "auto" and device in GPU_DEVICES)
-    keys = [f"{base}.fp16", base] if want_fp16 else [base]
-    if precision == "fp16":
-        keys = [f"{base}.fp16"]
-    if graph == "warping_spade" and device == "tensorrt":
-        keys += [k.replace("warping_spade", "warping_spade.gs4d") for k in keys]
+    if not keys:
+        four_d = graph == "warping_spade" and device in FOUR_D_DEVICES
+        base = f"{graph}.gs4d" if four_d else graph
+        want_fp16 = precision == "fp16" or (precision == "auto" and device in GPU_DEVICES)
+        keys = [f"{base}.fp16", base] if want_fp16 else [base]
+        if precision == "fp16":
+            keys = [f"{base}.fp16"]
+        if graph == "warping_spade" and device == "tensorrt":  # TensorRT ≤ 10: 4-D GridSample only
+            keys = [k.replace("warping_spade", "warping_spade.gs4d") for k in keys] + keys
+    if graph == "warping_spade" and device == "tensorrt" and tensorrt_has_5d_gridsample():
+        keys.sort(key=lambda k: ".gs4d" in k)  # native 5-D first, gs4d kept as the fallback
     if device == "coreml" and graph in COREML_REWRITTEN and precision != "fp16":
         keys.insert(0, f"{graph}.coreml")  # 3-D ops rewritten so CoreML takes the whole graph
     return keys
+
+
+TRT_NATIVE_5D = (11, 2)  # first TensorRT with a native 5-D GridSample
+
+
+def tensorrt_version() -> tuple[int, ...] | None:
+    """Version of the TensorRT python package beside onnxruntime-gpu, or None when it is not installed."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    parts = []
+    for piece in str(getattr(tensorrt, "__version__", "")).split(".")[:3]:
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts) or None
+
+
+def tensorrt_has_5d_gridsample() -> bool:
+    """TensorRT ≥ 11.2 runs the native warping graph; older ones need the 4-D grid-sample form."""
+    version = tensorrt_version()
+    return version is not None and version[:2] >= TRT_NATIVE_5D
 
 
 def pick_variant(manifest: Manifest, graph: str, device: str, precision: str = "auto",
@@ -66,18 +91,23 @@ class GraphRunner:
     """One loaded graph: run(feeds) → dict of outputs; on CUDA, named outputs can stay on the GPU."""
 
     def __init__(self, key: str, path: Path, choice: DeviceChoice, cache_dir: Path | None = None,
-                 threads: int = 0) -> None:
+                 threads: int = 0, strict_device: bool = False) -> None:
         self.key, self.path, self.device = key, Path(path), choice.device
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        if strict_device and choice.device != "cpu":
+            # a node the device cannot run fails session creation instead of silently falling back to the CPU
+            opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         if any(name == "DmlExecutionProvider" for name, _ in choice.providers):
             opts.enable_mem_pattern = False  # DirectML requires both (onnxruntime DirectML EP docs)
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         providers = []
         for name, options in choice.providers:
+            if strict_device and choice.device != "cpu" and name == "CPUExecutionProvider":
+                continue  # onnxruntime refuses an explicit CPU EP together with disabled fallback
             options = dict(options)
             if name == "CoreMLExecutionProvider" and cache_dir is not None:
                 options.setdefault("ModelCacheDirectory", str(cache_dir / "coreml"))
@@ -141,7 +171,8 @@ class ModelSet:
     """All graphs the pipeline needs, loaded lazily once and reused across calls."""
 
     def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
-                 check_hash: bool = True, threads: int = 0, coreml_units: str | None = None) -> None:
+                 check_hash: bool = True, threads: int = 0, coreml_units: str | None = None,
+                 strict_device: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dir = Path(models_dir)
@@ -150,6 +181,7 @@ class ModelSet:
             preload_gpu_libraries()
         self.precision = precision
         self.threads = threads
+        self.strict_device = strict_device
         self.manifest = verify_models(self.dir, CORE_GRAPHS + FACE_GRAPHS, check_hash=False)
         self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant)
                      for g in CORE_GRAPHS}
@@ -180,7 +212,8 @@ class ModelSet:
             elif self.choice.device == "openvino":  # face graphs feed onnxruntime-style sessions: CPU EP
                 self._runners[graph] = GraphRunner(key, path, resolve_device("cpu"), self.cache_dir, self.threads)
             else:
-                self._runners[graph] = GraphRunner(key, path, self.choice, self.cache_dir, self.threads)
+                strict = self.strict_device and graph not in FACE_GRAPHS
+                self._runners[graph] = GraphRunner(key, path, self.choice, self.cache_dir, self.threads, strict)
         return self._runners[graph]
 
     def openvino_precision(self, graph: str) -> str:

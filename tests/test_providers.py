@@ -128,7 +128,8 @@ def test_openvino_through_the_runtime_needs_no_ort_provider(monkeypatch: pytest.
     ("coreml", "auto", ["warping_spade.gs4d.fp16", "warping_spade.gs4d"]),
     ("openvino", "auto", ["warping_spade.gs4d"]),
     ("directml", "auto", ["warping_spade.gs4d.fp16", "warping_spade.gs4d"]),
-    ("tensorrt", "auto", ["warping_spade.fp16", "warping_spade", "warping_spade.gs4d.fp16", "warping_spade.gs4d"]),
+    # no TensorRT package here, so a TensorRT ≤ 10 is assumed: 4-D grid-sample graphs first
+    ("tensorrt", "auto", ["warping_spade.gs4d.fp16", "warping_spade.gs4d", "warping_spade.fp16", "warping_spade"]),
 ])
 def test_default_variant_candidates(device: str, precision: str, expected: list[str]) -> None:
     assert variant_candidates("warping_spade", device, precision) == expected
@@ -160,3 +161,51 @@ def test_mac_without_gs4d_graph_names_the_export_flag() -> None:
     with pytest.raises(ModelsError, match="--grid-sample 4d"):
         pick_variant(manifest, "warping_spade", "openvino")
     assert pick_variant(manifest, "warping_spade", "cuda") == "warping_spade.fp16"
+
+
+def test_tensorrt_picks_native_warping_only_from_11_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT ≥ 11.2 has a native 5-D GridSample: native first; older TensorRT (or unknown) gets gs4d first."""
+    from runtime import sessions
+
+    preferred = {"warping_spade": ["warping_spade.gs4d.fp16", "warping_spade.gs4d", "warping_spade.fp16",
+                                   "warping_spade"]}
+    monkeypatch.setattr(sessions, "tensorrt_version", lambda: (10, 9, 0))
+    assert sessions.variant_candidates("warping_spade", "tensorrt", "auto", preferred)[0] == "warping_spade.gs4d.fp16"
+    monkeypatch.setattr(sessions, "tensorrt_version", lambda: None)
+    assert sessions.variant_candidates("warping_spade", "tensorrt", "fp32")[0] == "warping_spade.gs4d"
+    monkeypatch.setattr(sessions, "tensorrt_version", lambda: (11, 2, 1))
+    keys = sessions.variant_candidates("warping_spade", "tensorrt", "auto", preferred)
+    assert keys[:2] == ["warping_spade.fp16", "warping_spade"] and keys[2:] == preferred["warping_spade"][:2]
+
+
+def test_strict_device_disables_cpu_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """strict_device sets session.disable_cpu_ep_fallback for non-CPU devices (GPU tests use it)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from runtime import sessions
+    from runtime.providers import DeviceChoice
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "relu.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                       ir_version=9).SerializeToString())
+    seen = {}
+    real = ort.InferenceSession
+
+    def spy(model, opts, providers):
+        try:
+            seen["fallback"] = opts.get_session_config_entry("session.disable_cpu_ep_fallback")
+        except RuntimeError:  # never set
+            seen["fallback"] = ""
+        seen["providers"] = [name for name, _ in providers]
+        return real(model, providers=["CPUExecutionProvider"])  # no GPU here: build a plain CPU session
+
+    monkeypatch.setattr(sessions.ort, "InferenceSession", spy)
+    choice = DeviceChoice(device="cuda", providers=[("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})])
+    sessions.GraphRunner("relu", path, choice, strict_device=True)
+    assert seen == {"fallback": "1", "providers": ["CUDAExecutionProvider"]}
+    sessions.GraphRunner("relu", path, choice, strict_device=False)
+    assert seen["fallback"] in ("", "0") and seen["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
