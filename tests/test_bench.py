@@ -76,6 +76,7 @@ def test_both_engines_get_the_same_inputs(models_dir: Path, fixture_weights: Pat
     """Timings compare like with like: the torch calls reproduce our graphs' outputs on the bench inputs."""
     import torch
 
+    from export.torch_reference import TorchReference
     from runtime.sessions import ModelSet
     from runtime.stages import Stages
 
@@ -83,7 +84,7 @@ def test_both_engines_get_the_same_inputs(models_dir: Path, fixture_weights: Pat
     x = bench.make_net_inputs(stages, batch=2)
     assert x.images.shape == (2, 256, 256, 3) and x.kp_driving.shape == (2, 21, 3)
     assert x.stitch_feat.shape == (2, 126) and x.eye_feat.shape == (2, 66) and x.lip_feat.shape == (2, 65)
-    ref = bench.TorchReference(fixture_weights, "cpu")
+    ref = TorchReference(fixture_weights, "cpu")
     torch_motion = ref.calls(x)["motion"]()
     ours = stages.motion(x.images)
     np.testing.assert_allclose(torch_motion[6], ours.kp, atol=1e-4)  # canonical keypoints
