@@ -127,6 +127,10 @@ class Exporter:
                             {"max_abs": check.max_abs, "output_scale": check.output_scale},
                             time.perf_counter() - start)
 
+    def fp32_model(self, graph: str) -> onnx.ModelProto:
+        """The fp32 contract graph exported in this run (variants are derived from it)."""
+        return self._fp32[graph]
+
     def reference(self, graph: str) -> list[np.ndarray]:
         """ORT-CPU outputs of the written fp32 graph on the fixed probe inputs (cached: variants compare to it)."""
         if graph not in self._reference:
@@ -312,21 +316,20 @@ def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample
     log(f"Loading checkpoints from {weights} ({family}) ...")
     exporter = Exporter(weights, out, family)
     torch.set_grad_enabled(False)
-    fp32_models = {}
     steps = list(graphs)
     for i, graph in enumerate(steps, 1):
         log(f"[{i}/{len(steps)}] {graph}.onnx: trace, simplify, check ...")
-        fp32_models[graph] = exporter.export_fp32(graph)
+        exporter.export_fp32(graph)
         log(f"        {exporter.rows[-1].error} ({exporter.rows[-1].seconds:.1f} s)")
-    if grid_sample in ("4d", "both") and "warping_spade" in fp32_models:
+    if grid_sample in ("4d", "both") and "warping_spade" in graphs:
         log("[+] warping_spade.gs4d.onnx: 5-D sampler as 4-D GridSamples ...")
-        gs4d = exporter.export_gs4d(fp32_models["warping_spade"])
+        gs4d = exporter.export_gs4d(exporter.fp32_model("warping_spade"))
         log(f"        {exporter.rows[-1].error}")
         log("[+] warping.gs4d.onnx + spade_decoder.onnx: warping_spade split for mixed precision (OpenVINO) ...")
         exporter.export_split()
         log(f"        {exporter.rows[-2].error}; decoder {exporter.rows[-1].error}")
         for graph in COREML_GRAPHS:
-            if graph in fp32_models:
+            if graph in graphs:
                 log(f"[+] {graph}.coreml.onnx: 3-D ops rewritten for CoreML ...")
                 exporter.export_coreml(graph)
                 log(f"        {exporter.rows[-1].error}")
@@ -336,9 +339,9 @@ def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample
             log(f"        {exporter.rows[-1].error}")
     if precision in ("fp16", "both"):
         for graph in FP16_GRAPHS:
-            if graph in fp32_models:
+            if graph in graphs:
                 log(f"[+] {graph}.fp16.onnx: mixed precision, GridSample in fp32 ...")
-                exporter.export_fp16(graph, graph, fp32_models[graph])
+                exporter.export_fp16(graph, graph, exporter.fp32_model(graph))
                 log(f"        {exporter.rows[-1].error}")
     log("[+] detector and landmark graphs ...")
     exporter.copy_face_graphs()

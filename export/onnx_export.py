@@ -8,7 +8,6 @@ A graph that fails either is never written.
 from __future__ import annotations
 
 import io
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from export.graphs import GRAPH_SPECS, GraphSpec
+from export.graphs import GraphSpec
 from export.keypoints import transform_keypoints
 
 OPSET = 20
@@ -197,18 +196,3 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(model.SerializeToString())
     tmp.replace(path)
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    """Run fn and return (result, seconds)."""
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
-
-
-def contract_spec(name: str) -> GraphSpec:
-    """The contract spec for a graph name (KeyError lists the known names)."""
-    try:
-        return GRAPH_SPECS[name]
-    except KeyError:
-        raise KeyError(f"unknown graph {name!r}; known: {', '.join(GRAPH_SPECS)}") from None

@@ -37,6 +37,7 @@ from runtime.pipeline import (
     RunStats,
     batched,
     fill_missing,
+    pastes_back,
     resize_256,
 )
 from runtime.sessions import GPU_DEVICES, ModelSet
@@ -229,7 +230,7 @@ class _Run:
         if self.stats.driving_frames_without_face:
             out.append(f"no face found in {self.stats.driving_frames_without_face} driving frame(s); "
                        "they reused the last motion")
-        if self.stats.source_faces > 1 and not _pastes(self.options):
+        if self.stats.source_faces > 1 and not pastes_back(self.options):
             out.append(f"{self.stats.source_faces} faces animated but only the first is written without paste-back")
         return out
 
@@ -363,12 +364,6 @@ class _Run:
 def _repeat(item):
     while True:
         yield item
-
-
-def _pastes(options: AnimationOptions) -> bool:
-    from runtime.pipeline import pastes_back
-
-    return pastes_back(options)
 
 
 def _template_from(motions: list[DrivingMotion], fps: float) -> Template:

@@ -227,7 +227,3 @@ class ModelSet:
     def run(self, graph: str, feeds: Mapping[str, Any], keep_on_device: Iterable[str] = ()) -> dict[str, Any]:
         """Run a graph by contract name."""
         return self.runner(graph).run(feeds, keep_on_device)
-
-    def describe(self) -> str:
-        """One line per graph: which file runs on which provider."""
-        return "\n".join(f"{g:<30} {k}.onnx" for g, k in self.keys.items())

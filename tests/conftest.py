@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.manifest import CORE_GRAPHS
+
 ASSETS = Path(__file__).parent / "assets"
 
 
@@ -24,9 +26,8 @@ def exported(fixture_weights: Path, tmp_path_factory: pytest.TempPathFactory):
 
     out = tmp_path_factory.mktemp("models_onnx")
     exporter = Exporter(fixture_weights, out)
-    exporter.fp32 = {g: exporter.export_fp32(g) for g in (
-        "appearance_feature_extractor", "motion_extractor", "warping_spade", "stitching", "eye_retargeting",
-        "lip_retargeting")}
+    for graph in CORE_GRAPHS:
+        exporter.export_fp32(graph)
     exporter.copy_face_graphs()
     exporter.write_manifest()
     return out, exporter
@@ -43,11 +44,19 @@ def models_with_variants(exported) -> Path:
     """The folder plus warping_spade.gs4d, the split halves, *.coreml and fp16 variants (once, on demand)."""
     out, exporter = exported
     if "warping_spade.gs4d" not in exporter.entries:
-        exporter.export_gs4d(exporter.fp32["warping_spade"])
+        exporter.export_gs4d(exporter.fp32_model("warping_spade"))
         exporter.export_split()
         for graph in ("appearance_feature_extractor", "motion_extractor"):
             exporter.export_coreml(graph)
         for graph in ("appearance_feature_extractor", "motion_extractor", "warping_spade"):
-            exporter.export_fp16(graph, graph, exporter.fp32[graph])
+            exporter.export_fp16(graph, graph, exporter.fp32_model(graph))
         exporter.write_manifest()
     return out
+
+
+@pytest.fixture(scope="module")
+def engine(models_dir: Path):
+    """A CPU LivePortrait engine on the exported fixture models (sessions reused within a test module)."""
+    from runtime.api import LivePortrait
+
+    return LivePortrait(models_dir, device="cpu")

@@ -22,11 +22,6 @@ PATCH = 60  # half side of the square compared around each face centre
 
 
 @pytest.fixture(scope="module")
-def engine(models_dir: Path) -> LivePortrait:
-    return LivePortrait(models_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("api")
 

@@ -19,11 +19,6 @@ EXPORT_COMMAND = "python cli.py export"
 
 
 @pytest.fixture(scope="module")
-def engine(models_dir: Path) -> LivePortrait:
-    return LivePortrait(models_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One broken input of each kind."""
     d = tmp_path_factory.mktemp("bad")

@@ -181,11 +181,6 @@ def replace_model_file(folder: Path, key: str, data: bytes, update_manifest: boo
 
 # ----------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def engine(models_dir: Path) -> LivePortrait:
-    return LivePortrait(models_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pipeline")
 
