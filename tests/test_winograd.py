@@ -1,0 +1,108 @@
+"""Winograd F(4×4, 3×3) rewrite: exact in theory, within fp32 noise of direct convolution, only where it applies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export.onnx_export import cpu_session
+from export.winograd import winograd_convs, winograd_matrices
+from runtime.manifest import read_manifest
+from runtime.sessions import pick_variant
+
+
+def test_matrices_compute_a_3_tap_correlation_exactly() -> None:
+    """Aᵀ[(G·g) ⊙ (Bᵀ·d)] is the 4 outputs of correlating 6 inputs with 3 taps (float64, so exact to rounding)."""
+    bt, g, at = winograd_matrices()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d, taps = rng.standard_normal(6), rng.standard_normal(3)
+        expected = np.array([d[i:i + 3] @ taps for i in range(4)])
+        np.testing.assert_allclose(at @ ((g @ taps) * (bt @ d)), expected, rtol=0, atol=1e-12)
+
+
+def _conv_graph(specs: list[dict], c: int = 32, size: int = 32, fold_batch: bool = False) -> onnx.ModelProto:
+    """A chain of Convs (+Relu) described by `specs`; with fold_batch the first conv sees batch×2 (like the
+    3-D-as-2-D convolutions of the gs4d graph)."""
+    rng = np.random.default_rng(1)
+    nodes, inits, x, channels, hw = [], [], "x", c, size
+    if fold_batch:
+        inits.append(numpy_helper.from_array(np.array([-1, c // 2, size, size], np.int64), "fold"))
+        nodes.append(helper.make_node("Reshape", [x, "fold"], ["folded"]))
+        x, channels = "folded", c // 2
+    for i, spec in enumerate(specs):
+        k, kernel, group = spec.get("k", 32), spec.get("kernel", 3), spec.get("group", 1)
+        weight = (rng.standard_normal((k, channels // group, kernel, kernel)) / np.sqrt(channels * kernel ** 2))
+        inits.append(numpy_helper.from_array(weight.astype(np.float32), f"w{i}"))
+        inputs = [x, f"w{i}"]
+        if spec.get("bias", True):
+            inits.append(numpy_helper.from_array(rng.standard_normal(k).astype(np.float32), f"b{i}"))
+            inputs.append(f"b{i}")
+        pad = spec.get("pad", kernel // 2)
+        stride = spec.get("stride", 1)
+        nodes.append(helper.make_node("Conv", inputs, [f"c{i}"], name=f"conv{i}", pads=[pad] * 4,
+                                      strides=[stride] * 2, group=group))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        x, channels = f"r{i}", k
+        hw = (hw + 2 * pad - kernel) // stride + 1
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                             ["N", c, size, size])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", channels, hw, hw])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    return cpu_session(model).run(None, {"x": x})[0]
+
+
+def test_rewrite_matches_direct_convolution_and_keeps_the_dynamic_batch() -> None:
+    model = _conv_graph([{}, {"bias": False, "k": 48}, {"k": 32}])
+    probe = np.random.default_rng(2).standard_normal((1, 32, 32, 32)).astype(np.float32)
+    rewritten, report = winograd_convs(model, {"x": probe})
+    assert (report.rewritten, report.kept) == (3, 0)
+    assert report.gmac_after == pytest.approx(report.gmac_before / 4)
+    onnx.checker.check_model(rewritten)
+    ops = {n.op_type for n in rewritten.graph.node}
+    assert "ConvTranspose" in ops and "MatMul" in ops
+    assert not {n.name for n in rewritten.graph.node} & {"conv0", "conv1", "conv2"}
+    x = np.random.default_rng(3).standard_normal((3, 32, 32, 32)).astype(np.float32)  # batch 3, probed at 1
+    ref, got = _run(model, x), _run(rewritten, x)
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= 2e-5 * float(np.abs(ref).max())
+
+
+@pytest.mark.parametrize(("spec", "size"), [
+    ({"stride": 2}, 32),          # strided
+    ({"group": 2}, 32),           # grouped
+    ({"kernel": 5}, 32),          # not 3×3
+    ({"pad": 0}, 32),             # valid convolution
+    ({}, 30),                     # size not a multiple of the tile
+    ({}, 16),                     # too small to pay for the transforms
+    ({"k": 8}, 32),               # too few channels
+])
+def test_convolutions_the_rewrite_does_not_cover_are_kept(spec: dict, size: int) -> None:
+    model = _conv_graph([spec], size=size)
+    probe = np.random.default_rng(4).standard_normal((1, 32, size, size)).astype(np.float32)
+    rewritten, report = winograd_convs(model, {"x": probe})
+    assert (report.rewritten, report.kept) == (0, 1)
+    np.testing.assert_array_equal(_run(rewritten, probe), _run(model, probe))
+
+
+def test_convolutions_over_a_folded_batch_are_kept() -> None:
+    """The gs4d graph's 3-D convolutions run as 2-D ones over batch×depth: measured slower as Winograd."""
+    model = _conv_graph([{}], fold_batch=True)
+    probe = np.random.default_rng(5).standard_normal((1, 32, 32, 32)).astype(np.float32)
+    _, report = winograd_convs(model, {"x": probe})
+    assert (report.rewritten, report.kept) == (0, 1)
+
+
+def test_exported_cpu_graph_is_close_to_native_and_picked_for_the_cpu(models_with_variants: Path) -> None:
+    manifest = read_manifest(models_with_variants)
+    entry = manifest.models["warping_spade.gs4d.wino"]
+    assert entry.parity["winograd_convs"] >= 50
+    assert entry.parity["max_abs_vs_native"] <= 1e-3 * entry.parity["output_scale"]
+    assert pick_variant(manifest, "warping_spade", "cpu") == "warping_spade.gs4d.wino"
