@@ -108,6 +108,9 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
                         help="CoreML compute units (default: ALL, from platforms/macos-arm64/providers.json)")
     parser.add_argument("--strict-device", action="store_true",
                         help="fail if any node of a network graph would fall back to the CPU (GPU/CoreML checks)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="CUDA only: run warping + decoder at a fixed batch (--batch-size, default 8) captured "
+                             "as a CUDA graph; fewer kernel launches per frame")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads per graph (default: 0 = onnxruntime's choice, one per core)")
     parser.add_argument("--face-index", type=int, default=None,
@@ -135,7 +138,8 @@ def run_animate(args: argparse.Namespace) -> int:
     try:
         options = AnimationOptions(**values)
         engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
-                              coreml_units=args.coreml_units, strict_device=args.strict_device)
+                              coreml_units=args.coreml_units, strict_device=args.strict_device,
+                              cuda_graph_batch=(args.batch_size or 8) if args.cuda_graph else 0)
         result = engine.animate(
             args.source, args.driving, options=options, output_dir=args.output_dir, face_index=args.face_index,
             batch_size=args.batch_size, save_template=args.save_template, trust_pickle=args.trust_pickle,

@@ -62,9 +62,17 @@ class LivePortrait:
 
     def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
                  check_hash: bool = True, threads: int = 0, coreml_units: str | None = None,
-                 strict_device: bool = False) -> None:
+                 strict_device: bool = False, cuda_graph_batch: int = 0) -> None:
+        """cuda_graph_batch > 0 runs warping + decoder at that fixed batch, captured as a CUDA graph (CUDA only);
+        pass the same batch_size to animate()."""
+        if cuda_graph_batch:
+            from runtime.providers import resolve_device
+
+            if resolve_device(device).device != "cuda":
+                raise ValueError("CUDA graphs need the CUDA device (--device cuda with onnxruntime-gpu)")
         self.models = ModelSet(models_dir, device=device, precision=precision, check_hash=check_hash,
-                               threads=threads, coreml_units=coreml_units, strict_device=strict_device)
+                               threads=threads, coreml_units=coreml_units, strict_device=strict_device,
+                               static_batch=cuda_graph_batch)
         self.animator = Animator(self.models)
 
     @property
@@ -73,6 +81,8 @@ class LivePortrait:
 
     def default_batch(self) -> int:
         """Driving frames per graph call: GPUs like batches; on a CPU small batches keep latency low."""
+        if self.models.static_batch:
+            return self.models.static_batch
         return 8 if self.device in GPU_DEVICES else 2
 
     # ------------------------------------------------------------- arrays API

@@ -35,7 +35,7 @@ from runtime.manifest import (
     read_manifest,
     verify_entry,
 )
-from runtime.sessions import pick_variant
+from runtime.sessions import SPLIT_KEYS, pick_variant
 
 # Every PyPI distribution that installs the `onnxruntime` import package; any two of them overwrite each other.
 ORT_DISTRIBUTIONS = (
@@ -201,6 +201,9 @@ def check_models(models_dir: Path, devices: list[str]) -> tuple[dict[str, Any], 
                 problems.append(_problem("error" if device in ("cpu", auto) else "warning",
                                          f"device {device!r}: {str(exc).split('. Export')[0]}", hint))
         info["variants"][device] = picks
+        if device == "openvino" and all(k in manifest.models for k in SPLIT_KEYS.values()):
+            # the OpenVINO runtime loads warping_spade as its two halves (decoder in bf16 where the CPU has it)
+            info.setdefault("split", {})[device] = list(SPLIT_KEYS.values())
     return info, problems, manifest
 
 
@@ -385,15 +388,20 @@ def smoke_openvino(manifest: Manifest, models: dict[str, Any], models_dir: Path)
 
     result: dict[str, Any] = {"device": "openvino", "graphs": {}}
     problems = []
-    keys = [k for k in models["variants"].get("openvino", {}).values() if k] + [g for g in FACE_GRAPHS
-                                                                                 if g in manifest.models]
+    picks = dict(models["variants"].get("openvino", {}))
+    split = models.get("split", {}).get("openvino")
+    if split:
+        picks.pop("warping_spade", None)
+    keys = [k for k in picks.values() if k] + list(split or []) + [g for g in FACE_GRAPHS if g in manifest.models]
     for key in keys:
         entry = manifest.models[key]
         if not models["entries"].get(key, {}).get("ok"):
             continue
         try:
             start = time.perf_counter()
-            runner = OpenVinoRunner(key, models_dir / entry.file, output_names=[t.name for t in entry.outputs])
+            precision = "bf16" if key == SPLIT_KEYS["spade_decoder"] and OpenVinoRunner.supports_bf16() else "f32"
+            runner = OpenVinoRunner(key, models_dir / entry.file, output_names=[t.name for t in entry.outputs],
+                                    inference_precision=precision)
             load_s = time.perf_counter() - start
             feeds = smoke_inputs(entry)
             runner.run(feeds)
@@ -489,7 +497,9 @@ def format_report(report: dict[str, Any]) -> str:
         status = "ok" if e["ok"] else e["problem"]
         lines.append(f"  {key:<34} {e['precision']:<5} grid={e['grid_sample'] or '-':<4} {status}")
     for device, picks in models.get("variants", {}).items():
-        chosen = ", ".join(f"{g}→{k or 'MISSING'}" for g, k in picks.items() if g == "warping_spade" or not k)
+        split = models.get("split", {}).get(device)
+        chosen = ", ".join(f"{g}→{' + '.join(split) if split and g == 'warping_spade' else k or 'MISSING'}"
+                           for g, k in picks.items() if g == "warping_spade" or not k)
         lines.append(f"  {device:<10} loads {chosen or 'the plain graphs'}")
     for name, result in report["providers"].items():
         lines.append(f"smoke        {name}")

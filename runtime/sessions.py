@@ -93,7 +93,8 @@ class GraphRunner:
     """One loaded graph: run(feeds) → dict of outputs; on CUDA, named outputs can stay on the GPU."""
 
     def __init__(self, key: str, path: Path, choice: DeviceChoice, cache_dir: Path | None = None,
-                 threads: int = 0, strict_device: bool = False) -> None:
+                 threads: int = 0, strict_device: bool = False,
+                 provider_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.key, self.path, self.device = key, Path(path), choice.device
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -110,7 +111,7 @@ class GraphRunner:
         for name, options in choice.providers:
             if strict_device and choice.device != "cpu" and name == "CPUExecutionProvider":
                 continue  # onnxruntime refuses an explicit CPU EP together with disabled fallback
-            options = dict(options)
+            options = dict(options) | dict((provider_options or {}).get(name, {}))
             if name == "CoreMLExecutionProvider" and cache_dir is not None:
                 options.setdefault("ModelCacheDirectory", str(cache_dir / "coreml"))
             if name == "TensorrtExecutionProvider" and cache_dir is not None:
@@ -174,7 +175,7 @@ class ModelSet:
 
     def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
                  check_hash: bool = True, threads: int = 0, coreml_units: str | None = None,
-                 strict_device: bool = False) -> None:
+                 strict_device: bool = False, static_batch: int = 0) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dir = Path(models_dir)
@@ -184,6 +185,8 @@ class ModelSet:
         self.precision = precision
         self.threads = threads
         self.strict_device = strict_device
+        # > 0: warping_spade runs at this fixed batch from fixed buffers, captured as a CUDA graph on CUDA
+        self.static_batch = static_batch
         self.manifest = verify_models(self.dir, CORE_GRAPHS + FACE_GRAPHS, check_hash=False)
         self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant)
                      for g in CORE_GRAPHS}
@@ -200,7 +203,7 @@ class ModelSet:
     def device(self) -> str:
         return self.choice.device
 
-    def runner(self, graph: str) -> GraphRunner:
+    def runner(self, graph: str) -> Any:
         """The loaded runner for a contract or face graph (created on first use)."""
         if graph not in self._runners:
             key = self.keys[graph]
@@ -213,6 +216,13 @@ class ModelSet:
                                                       inference_precision=self.openvino_precision(graph))
             elif self.choice.device == "openvino":  # face graphs feed onnxruntime-style sessions: CPU EP
                 self._runners[graph] = GraphRunner(key, path, resolve_device("cpu"), self.cache_dir, self.threads)
+            elif graph == "warping_spade" and self.static_batch:
+                from runtime.static_batch import StaticBatchRunner, cuda_graph_options
+
+                options = cuda_graph_options() if self.choice.device == "cuda" else None
+                base = GraphRunner(key, path, self.choice, self.cache_dir, self.threads, self.strict_device,
+                                   provider_options=options)
+                self._runners[graph] = StaticBatchRunner(base, self.static_batch)
             else:
                 strict = self.strict_device and graph not in FACE_GRAPHS
                 self._runners[graph] = GraphRunner(key, path, self.choice, self.cache_dir, self.threads, strict)

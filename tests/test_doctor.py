@@ -195,3 +195,11 @@ def test_coreml_static_check_summary_flags_5d_gridsample(tmp_path: Path) -> None
     summary = doctor._coreml_static(path, {"RequireStaticInputShapes": "0"})
     assert summary["unsupported_by_op"].get("GridSample") == 1
     assert summary["coverage"] < 1.0 and summary["total_nodes"] == 2
+
+
+def test_doctor_names_the_openvino_split_pair(models_with_variants: Path) -> None:
+    """With warping.gs4d + spade_decoder exported, `--device openvino` loads those two, and doctor says so."""
+    pytest.importorskip("openvino")
+    report = doctor.collect(models_with_variants, smoke=False, devices=["openvino"])
+    assert report["models"]["split"]["openvino"] == ["warping.gs4d", "spade_decoder"]
+    assert "warping_spade→warping.gs4d + spade_decoder" in doctor.format_report(report)
