@@ -452,6 +452,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile (fp16 on CUDA)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="CUDA only: warping + decoder captured as a CUDA graph at the (single) --batch-sizes")
     parser.add_argument("--tune", action="store_true",
                         help="instead: sweep CPU session options (threads, executor, optimisation level, batch)")
 
@@ -483,6 +485,8 @@ def run(args: argparse.Namespace) -> int:
         batches = parse_batches(args.batch_sizes)
         if args.repeats < 1 or args.warmup < 0 or args.frames < 1:
             raise ValueError("--repeats and --frames must be ≥ 1 and --warmup ≥ 0")
+        if getattr(args, "cuda_graph", False) and len(batches) != 1:
+            raise ValueError("--cuda-graph captures one batch size: give a single --batch-sizes value")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -493,7 +497,8 @@ def run(args: argparse.Namespace) -> int:
     from runtime.providers import DeviceError
 
     try:
-        engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads)
+        engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
+                              cuda_graph_batch=batches[0] if getattr(args, "cuda_graph", False) else 0)
     except (ModelsError, DeviceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -62,7 +62,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 def test_rewrite_matches_direct_convolution_and_keeps_the_dynamic_batch() -> None:
     model = _conv_graph([{}, {"bias": False, "k": 48}, {"k": 32}])
     probe = np.random.default_rng(2).standard_normal((1, 32, 32, 32)).astype(np.float32)
-    rewritten, report = winograd_convs(model, {"x": probe})
+    rewritten, report = winograd_convs(model, {"x": probe}, min_channels=32)
     assert (report.rewritten, report.kept) == (3, 0)
     assert report.gmac_after == pytest.approx(report.gmac_before / 4)
     onnx.checker.check_model(rewritten)
@@ -87,7 +87,7 @@ def test_rewrite_matches_direct_convolution_and_keeps_the_dynamic_batch() -> Non
 def test_convolutions_the_rewrite_does_not_cover_are_kept(spec: dict, size: int) -> None:
     model = _conv_graph([spec], size=size)
     probe = np.random.default_rng(4).standard_normal((1, 32, size, size)).astype(np.float32)
-    rewritten, report = winograd_convs(model, {"x": probe})
+    rewritten, report = winograd_convs(model, {"x": probe}, min_channels=32)
     assert (report.rewritten, report.kept) == (0, 1)
     np.testing.assert_array_equal(_run(rewritten, probe), _run(model, probe))
 
@@ -96,7 +96,7 @@ def test_convolutions_over_a_folded_batch_are_kept() -> None:
     """The gs4d graph's 3-D convolutions run as 2-D ones over batch×depth: measured slower as Winograd."""
     model = _conv_graph([{}], fold_batch=True)
     probe = np.random.default_rng(5).standard_normal((1, 32, 32, 32)).astype(np.float32)
-    _, report = winograd_convs(model, {"x": probe})
+    _, report = winograd_convs(model, {"x": probe}, min_channels=32)
     assert (report.rewritten, report.kept) == (0, 1)
 
 
