@@ -121,6 +121,14 @@ def test_bad_options_name_the_problem(models_dir: Path, option: str, value: str,
     assert message in capsys.readouterr().err
 
 
+def test_cuda_graph_needs_one_batch_size_and_the_cuda_device(models_dir: Path, capsys) -> None:
+    assert _run(["--models", str(models_dir), "--cuda-graph", "--batch-sizes", "1,8"]) == 2
+    assert "single --batch-sizes" in capsys.readouterr().err
+    assert _run(["--models", str(models_dir), "--cuda-graph", "--device", "cpu", "--stages", "motion",
+                 "--no-torch"]) == 1
+    assert "CUDA graphs need the CUDA device" in capsys.readouterr().err
+
+
 def test_missing_models_folder_is_an_error(tmp_path: Path, capsys) -> None:
     assert _run(["--models", str(tmp_path / "none"), "--stages", "motion", "--no-torch"]) == 1
     assert "python cli.py export" in capsys.readouterr().err
