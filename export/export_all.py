@@ -137,6 +137,16 @@ class Exporter:
             self._reference[graph] = _run(self._fp32[graph], graph, self.networks, all_outputs=True)
         return self._reference[graph]
 
+    def _check_against_native(self, key: str, model: onnx.ModelProto) -> tuple[float, float]:
+        """(max-abs, output scale) of a rewritten warping graph vs the native one; raises when over GS4D_TOL."""
+        native = self.reference("warping_spade")[0]
+        got = _run(model, "warping_spade", self.networks)
+        diff = float(np.abs(native - got).max())
+        scale = float(np.abs(native).max())
+        if diff / max(scale, 1e-6) > GS4D_TOL:
+            raise ExportError(f"{key} differs from the native graph by {diff:.3g} (scale {scale:.3g}); not written")
+        return diff, scale
+
     def export_gs4d(self, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
         """warping_spade with the 5-D sampler as 4-D GridSamples and every op in the CoreML EP's set (one partition),
         checked against the native graph."""
@@ -161,13 +171,7 @@ class Exporter:
         onnx.checker.check_model(model)
         if _grid_form(model) != "4d":
             raise ExportError("warping_spade.gs4d: the graph still contains a 5-D GridSample")
-        native = self.reference("warping_spade")[0]
-        got = _run(model, "warping_spade", self.networks)
-        diff = float(np.abs(native - got).max())
-        scale = float(np.abs(native).max())
-        if diff / max(scale, 1e-6) > GS4D_TOL:
-            raise ExportError(f"warping_spade.gs4d differs from the native graph by {diff:.3g} (scale {scale:.3g}); "
-                              "not written")
+        diff, scale = self._check_against_native("warping_spade.gs4d", model)
         return self._record("warping_spade.gs4d", "warping_spade", model, "fp32",
                             f"max-abs {diff:.2e} vs native 5-D graph",
                             {"max_abs_vs_native": diff, "output_scale": scale},
@@ -186,13 +190,7 @@ class Exporter:
         if report.rewritten == 0:
             raise ExportError("warping_spade.gs4d.wino: no convolution qualified for the Winograd rewrite")
         onnx.checker.check_model(model)
-        native = self.reference("warping_spade")[0]
-        got = _run(model, "warping_spade", self.networks)
-        diff = float(np.abs(native - got).max())
-        scale = float(np.abs(native).max())
-        if diff / max(scale, 1e-6) > GS4D_TOL:
-            raise ExportError(f"warping_spade.gs4d.wino differs from the native graph by {diff:.3g} "
-                              f"(scale {scale:.3g}); not written")
+        diff, scale = self._check_against_native("warping_spade.gs4d.wino", model)
         return self._record("warping_spade.gs4d.wino", "warping_spade", model, "fp32",
                             f"max-abs {diff:.2e} vs native; {report.rewritten} convs Winograd",
                             {"max_abs_vs_native": diff, "output_scale": scale,
