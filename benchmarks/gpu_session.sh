@@ -4,8 +4,11 @@
 # Before: onnxruntime-gpu installed under /tmp/site on the warm GPU machine (../shared/device/ORT_GPU.md), and
 # `.gpuwheels/` carried with the pure-Python export dependencies the machine lacks (and PyAV for the end-to-end
 # stages), made here with:
-#   pip download --no-deps -d .gpuwheels onnxslim==0.1.98 onnxconverter-common==1.16.0
+#   pip download --no-deps -d .gpuwheels onnxslim==0.1.98 onnxconverter-common==1.16.0 tqdm pytest pluggy \
+#       iniconfig pytest-timeout
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d .gpuwheels av
+# (35 MB: one carry). Device call, right after the five ORT-GPU chunk calls while the machine is warm:
+#   run(carry=[".gpuwheels"], command="OUT=$OUT bash benchmarks/gpu_session.sh", timeout_s=600)
 # Writes everything under $OUT (the device tool brings it back): doctor, GPU tests, bench JSON.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
