@@ -17,13 +17,15 @@ export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-}
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpuwheels/*.whl
 python3 -c "import onnxruntime as ort; ort.preload_dlls(); print(ort.__version__, ort.get_available_providers())"
 DATE=$(date +%F)
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr A-Z a-z)
+GPU=${GPU:-gpu}
 python3 -m export.fixtures --out /tmp/pw > "$OUT/fixtures.log" 2>&1
 python3 cli.py export --weights /tmp/pw --out /tmp/models --precision both > "$OUT/export.log" 2>&1 \
   || { tail -20 "$OUT/export.log"; exit 1; }
 python3 cli.py doctor --models /tmp/models --device cuda --json > "$OUT/doctor.json"; python3 cli.py doctor --models /tmp/models --device cuda --no-smoke | tail -30
 LIVEPORTRAIT_GPU_MODELS=/tmp/models python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15
 python3 cli.py bench --models /tmp/models --weights /tmp/pw --device cuda --precision fp16 --torch-compile \
-  --batch-sizes 1,8 --repeats 20 --warmup 3 --frames 64 --json "$OUT/h100-fp16-$DATE.json" | tail -25
+  --batch-sizes 1,8 --repeats 20 --warmup 3 --frames 64 --json "$OUT/$GPU-fp16-$DATE.json" | tail -25
 python3 cli.py bench --models /tmp/models --weights /tmp/pw --device cuda --precision fp16 --cuda-graph \
   --batch-sizes 8 --repeats 20 --warmup 3 --stages warp_decode,motion+warp+decode --no-torch \
-  --json "$OUT/h100-fp16-cudagraph-$DATE.json" | tail -8
+  --json "$OUT/$GPU-fp16-cudagraph-$DATE.json" | tail -8
