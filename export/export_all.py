@@ -183,10 +183,7 @@ class Exporter:
         from export.winograd import winograd_convs
 
         start = time.perf_counter()
-        spec = GRAPH_SPECS["warping_spade"]
-        args = probe_inputs("warping_spade", self.networks, 1, seed=5)
-        feeds = {name: a.numpy() for (name, _), a in zip(spec.inputs, args, strict=True)}
-        model, report = winograd_convs(gs4d_model, feeds)
+        model, report = winograd_convs(gs4d_model, _probe_feeds("warping_spade", self.networks, seed=5))
         if report.rewritten == 0:
             raise ExportError("warping_spade.gs4d.wino: no convolution qualified for the Winograd rewrite")
         onnx.checker.check_model(model)
@@ -322,11 +319,15 @@ def _simplifier_version() -> str:
     return f"onnxslim {onnxslim.__version__}"
 
 
+def _probe_feeds(graph: str, networks: dict, seed: int) -> dict[str, np.ndarray]:
+    """Realistic batch-1 inputs of a graph, by input name (the fp32 graph already proved the dynamic batch)."""
+    args = probe_inputs(graph, networks, 1, seed=seed)
+    return {name: a.numpy() for (name, _), a in zip(GRAPH_SPECS[graph].inputs, args, strict=True)}
+
+
 def _run(model: onnx.ModelProto, graph: str, networks: dict, all_outputs: bool = False) -> list | np.ndarray:
-    """Run a graph on the CPU with fixed realistic probe inputs (batch 1: the fp32 graph proved the dynamic batch)."""
-    spec = GRAPH_SPECS[graph]
-    args = probe_inputs(graph, networks, 1, seed=11)
-    feeds = {name: a.numpy() for (name, _), a in zip(spec.inputs, args, strict=True)}
+    """Run a graph on the CPU with fixed realistic probe inputs."""
+    feeds = _probe_feeds(graph, networks, seed=11)
     outs = [o.astype(np.float32) for o in cpu_session(model).run(None, feeds)]
     return outs if all_outputs else outs[0]
 

@@ -485,7 +485,7 @@ def run(args: argparse.Namespace) -> int:
         batches = parse_batches(args.batch_sizes)
         if args.repeats < 1 or args.warmup < 0 or args.frames < 1:
             raise ValueError("--repeats and --frames must be ≥ 1 and --warmup ≥ 0")
-        if getattr(args, "cuda_graph", False) and len(batches) != 1:
+        if args.cuda_graph and len(batches) != 1:
             raise ValueError("--cuda-graph captures one batch size: give a single --batch-sizes value")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -498,7 +498,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
-                              cuda_graph_batch=batches[0] if getattr(args, "cuda_graph", False) else 0)
+                              cuda_graph_batch=batches[0] if args.cuda_graph else 0)
     except (ModelsError, DeviceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

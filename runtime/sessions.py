@@ -216,16 +216,15 @@ class ModelSet:
                                                       inference_precision=self.openvino_precision(graph))
             elif self.choice.device == "openvino":  # face graphs feed onnxruntime-style sessions: CPU EP
                 self._runners[graph] = GraphRunner(key, path, resolve_device("cpu"), self.cache_dir, self.threads)
-            elif graph == "warping_spade" and self.static_batch:
+            else:
                 from runtime.static_batch import StaticBatchRunner, cuda_graph_options
 
-                options = cuda_graph_options() if self.choice.device == "cuda" else None
-                base = GraphRunner(key, path, self.choice, self.cache_dir, self.threads, self.strict_device,
-                                   provider_options=options)
-                self._runners[graph] = StaticBatchRunner(base, self.static_batch)
-            else:
                 strict = self.strict_device and graph not in FACE_GRAPHS
-                self._runners[graph] = GraphRunner(key, path, self.choice, self.cache_dir, self.threads, strict)
+                static = graph == "warping_spade" and self.static_batch > 0
+                options = cuda_graph_options() if static and self.choice.device == "cuda" else None
+                runner = GraphRunner(key, path, self.choice, self.cache_dir, self.threads, strict,
+                                     provider_options=options)
+                self._runners[graph] = StaticBatchRunner(runner, self.static_batch) if static else runner
         return self._runners[graph]
 
     def openvino_precision(self, graph: str) -> str:

@@ -49,20 +49,19 @@ class StaticBatchRunner:
         self.key = runner.key
         session = runner.session
         self.device = "cuda" if runner.on_cuda else "cpu"
-        self._inputs: dict[str, ort.OrtValue] = {}
-        self._outputs: dict[str, ort.OrtValue] = {}
         self._last_device_feed: dict[str, Any] = {}
+        self._inputs = {m.name: self._buffer(m) for m in session.get_inputs()}
+        self._outputs = {m.name: self._buffer(m) for m in session.get_outputs()}
         self.binding = session.io_binding()
-        for meta in session.get_inputs():
-            shape = self._static_shape(meta.name, meta.shape)
-            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, _NUMPY_TYPES[meta.type], self.device, 0)
-            self._inputs[meta.name] = value
-            self.binding.bind_ortvalue_input(meta.name, value)
-        for meta in session.get_outputs():
-            shape = self._static_shape(meta.name, meta.shape)
-            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, _NUMPY_TYPES[meta.type], self.device, 0)
-            self._outputs[meta.name] = value
-            self.binding.bind_ortvalue_output(meta.name, value)
+        for name, value in self._inputs.items():
+            self.binding.bind_ortvalue_input(name, value)
+        for name, value in self._outputs.items():
+            self.binding.bind_ortvalue_output(name, value)
+
+    def _buffer(self, meta: Any) -> ort.OrtValue:
+        """A buffer on the session's device for one graph input or output at the static batch."""
+        shape = self._static_shape(meta.name, meta.shape)
+        return ort.OrtValue.ortvalue_from_shape_and_type(shape, _NUMPY_TYPES[meta.type], self.device, 0)
 
     def _static_shape(self, name: str, dims: list) -> list[int]:
         """The graph's shape with the batch fixed; any other dynamic dimension cannot be captured."""
