@@ -20,7 +20,7 @@ DATE=$(date +%F)
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr A-Z a-z)
 GPU=${GPU:-gpu}
 python3 -m export.fixtures --out /tmp/pw > "$OUT/fixtures.log" 2>&1
-python3 cli.py export --weights /tmp/pw --out /tmp/models --precision both > "$OUT/export.log" 2>&1 \
+python3 cli.py export --weights /tmp/pw --out /tmp/models --precision both --skip-winograd > "$OUT/export.log" 2>&1 \
   || { tail -20 "$OUT/export.log"; exit 1; }
 python3 cli.py doctor --models /tmp/models --device cuda --json > "$OUT/doctor.json"; python3 cli.py doctor --models /tmp/models --device cuda --no-smoke | tail -30
 LIVEPORTRAIT_GPU_MODELS=/tmp/models python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15

@@ -147,28 +147,35 @@ class Exporter:
             raise ExportError(f"{key} differs from the native graph by {diff:.3g} (scale {scale:.3g}); not written")
         return diff, scale
 
-    def export_gs4d(self, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
-        """warping_spade with the 5-D sampler as 4-D GridSamples and every op in the CoreML EP's set (one partition),
-        checked against the native graph."""
+    def _trace_2d_warping(self, four_d_sampler: bool) -> onnx.ModelProto:
+        """warping_spade traced with its 3-D convs, pools and norms as 2-D ops (depth folded into the batch) and
+        the 5-D sampler either native or as 4-D GridSamples; same numbers as the contract graph."""
         from export.coreml_friendly import make_coreml_friendly
         from export.gridsample4d import GridSample3dVia2d
         from export.networks.blocks import GridSample3d
         from export.networks.spade import fold_spectral_norm
         from export.networks.warping import set_grid_sampler
-        from export.onnx_export import probe_inputs, simplify, trace
+        from export.onnx_export import simplify, trace
 
-        start = time.perf_counter()
-        self._fp32.setdefault("warping_spade", fp32_model)
         module = build_graph_module("warping_spade", self.networks)
         fold_spectral_norm(module.decoder)
-        module = make_coreml_friendly(module)  # a copy with CoreML-only ops (2-D convs, rank <= 5); same numbers
-        set_grid_sampler(module.warping, GridSample3dVia2d())
+        module = make_coreml_friendly(module)  # a copy with 2-D convs and rank <= 5 tensors
+        if four_d_sampler:
+            set_grid_sampler(module.warping, GridSample3dVia2d())
         try:
             spec = GRAPH_SPECS["warping_spade"]
             model = simplify(trace(module, spec, probe_inputs("warping_spade", self.networks, 1)))
         finally:
             set_grid_sampler(module.warping, GridSample3d())
         onnx.checker.check_model(model)
+        return model
+
+    def export_gs4d(self, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
+        """warping_spade with the 5-D sampler as 4-D GridSamples and every op in the CoreML EP's set (one partition),
+        checked against the native graph."""
+        start = time.perf_counter()
+        self._fp32.setdefault("warping_spade", fp32_model)
+        model = self._trace_2d_warping(four_d_sampler=True)
         if _grid_form(model) != "4d":
             raise ExportError("warping_spade.gs4d: the graph still contains a 5-D GridSample")
         diff, scale = self._check_against_native("warping_spade.gs4d", model)
@@ -177,18 +184,23 @@ class Exporter:
                             {"max_abs_vs_native": diff, "output_scale": scale},
                             time.perf_counter() - start)
 
-    def export_winograd(self, gs4d_model: onnx.ModelProto) -> onnx.ModelProto:
-        """warping_spade.gs4d.wino: the gs4d graph with its large 3×3 convolutions as Winograd F(4×4, 3×3) — the
-        CPU execution provider's fastest form (a quarter of the multiplications), checked against the native graph."""
+    def export_winograd(self, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
+        """warping_spade.wino, the CPU execution provider's fastest form: the native 5-D sampler (one ORT kernel;
+        the 4-D decomposition's coordinate arithmetic costs ~0.7 s a frame on the CPU), 3-D convs as 2-D ones
+        (ORT's blocked 2-D kernels beat its 3-D im2col) and the large 3×3 convs as Winograd F(4×4, 3×3) (a quarter
+        of the multiplications); checked against the native graph."""
         from export.winograd import winograd_convs
 
         start = time.perf_counter()
-        model, report = winograd_convs(gs4d_model, _probe_feeds("warping_spade", self.networks, seed=5))
+        self._fp32.setdefault("warping_spade", fp32_model)
+        model = self._trace_2d_warping(four_d_sampler=False)
+        inputs = GRAPH_SPECS["warping_spade"].inputs
+        model, report = winograd_convs(model, {name: [1 if d == "N" else d for d in dims] for name, dims in inputs})
         if report.rewritten == 0:
-            raise ExportError("warping_spade.gs4d.wino: no convolution qualified for the Winograd rewrite")
+            raise ExportError("warping_spade.wino: no convolution qualified for the Winograd rewrite")
         onnx.checker.check_model(model)
-        diff, scale = self._check_against_native("warping_spade.gs4d.wino", model)
-        return self._record("warping_spade.gs4d.wino", "warping_spade", model, "fp32",
+        diff, scale = self._check_against_native("warping_spade.wino", model)
+        return self._record("warping_spade.wino", "warping_spade", model, "fp32",
                             f"max-abs {diff:.2e} vs native; {report.rewritten} convs Winograd",
                             {"max_abs_vs_native": diff, "output_scale": scale,
                              "winograd_convs": float(report.rewritten),
@@ -319,22 +331,18 @@ def _simplifier_version() -> str:
     return f"onnxslim {onnxslim.__version__}"
 
 
-def _probe_feeds(graph: str, networks: dict, seed: int) -> dict[str, np.ndarray]:
-    """Realistic batch-1 inputs of a graph, by input name (the fp32 graph already proved the dynamic batch)."""
-    args = probe_inputs(graph, networks, 1, seed=seed)
-    return {name: a.numpy() for (name, _), a in zip(GRAPH_SPECS[graph].inputs, args, strict=True)}
-
-
 def _run(model: onnx.ModelProto, graph: str, networks: dict, all_outputs: bool = False) -> list | np.ndarray:
-    """Run a graph on the CPU with fixed realistic probe inputs."""
-    feeds = _probe_feeds(graph, networks, seed=11)
+    """Run a graph on the CPU with fixed realistic batch-1 probe inputs (the fp32 graph already proved the dynamic
+    batch)."""
+    args = probe_inputs(graph, networks, 1, seed=11)
+    feeds = {name: a.numpy() for (name, _), a in zip(GRAPH_SPECS[graph].inputs, args, strict=True)}
     outs = [o.astype(np.float32) for o in cpu_session(model).run(None, feeds)]
     return outs if all_outputs else outs[0]
 
 
 def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample: str = "5d",
                   family: str = "liveportrait", graphs: tuple[str, ...] = CORE_GRAPHS,
-                  log=print) -> list[Row]:
+                  winograd: bool = True, log=print) -> list[Row]:
     """Export everything asked for; returns the summary rows. Raises ExportError/CheckpointError on any failure."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,12 +355,13 @@ def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample
         log(f"[{i}/{len(steps)}] {graph}.onnx: trace, simplify, check ...")
         exporter.export_fp32(graph)
         log(f"        {exporter.rows[-1].error} ({exporter.rows[-1].seconds:.1f} s)")
+    if winograd and "warping_spade" in graphs:
+        log("[+] warping_spade.wino.onnx: 3×3 convolutions as Winograd F(4×4, 3×3), the CPU's fastest form ...")
+        exporter.export_winograd(exporter.fp32_model("warping_spade"))
+        log(f"        {exporter.rows[-1].error} ({exporter.rows[-1].seconds:.1f} s)")
     if grid_sample in ("4d", "both") and "warping_spade" in graphs:
         log("[+] warping_spade.gs4d.onnx: 5-D sampler as 4-D GridSamples ...")
         gs4d = exporter.export_gs4d(exporter.fp32_model("warping_spade"))
-        log(f"        {exporter.rows[-1].error}")
-        log("[+] warping_spade.gs4d.wino.onnx: 3×3 convolutions as Winograd F(4×4, 3×3) for the CPU ...")
-        exporter.export_winograd(gs4d)
         log(f"        {exporter.rows[-1].error}")
         log("[+] warping.gs4d.onnx + spade_decoder.onnx: warping_spade split for mixed precision (OpenVINO) ...")
         exporter.export_split()
@@ -407,9 +416,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32 contract graphs always; fp16/both also write *.fp16.onnx GPU variants "
                              "(default: fp32)")
     parser.add_argument("--grid-sample", choices=["5d", "4d", "both"], default="5d", dest="grid_sample",
-                        help="4d/both also write warping_spade.gs4d.onnx for CoreML/OpenVINO/TensorRT<=10, "
-                             "warping_spade.gs4d.wino.onnx (the fastest form on the CPU EP) "
-                             "(default: 5d)")
+                        help="4d/both also write warping_spade.gs4d.onnx for CoreML/OpenVINO/TensorRT<=10, the "
+                             "split pair and *.coreml.onnx (default: 5d)")
+    parser.add_argument("--skip-winograd", action="store_false", dest="winograd",
+                        help="do not write warping_spade.wino.onnx, the CPU execution provider's fastest warping "
+                             "graph (saves ~1 min and 400 MB; the CPU then runs the plain graph, ~1.3x slower)")
     parser.add_argument("--family", choices=["liveportrait", "liveportrait_animals"], default="liveportrait",
                         help="which model family of the weights tree to export (default: liveportrait)")
 
@@ -419,7 +430,8 @@ def run(args: argparse.Namespace) -> int:
     from export.checkpoints import CheckpointError
 
     try:
-        export_models(args.weights, args.out, args.precision, args.grid_sample, args.family)
+        export_models(args.weights, args.out, args.precision, args.grid_sample, args.family,
+                      winograd=args.winograd)
     except (ExportError, CheckpointError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1

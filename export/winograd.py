@@ -8,7 +8,8 @@ runtime can load it:
 
 * input transform Bᵀ·d·B: two strided single-channel Convs (rows with a 6×1 kernel, stride 4, padding included;
   then columns with 1×6) turn every 6×6 tile of every channel into its 36 transformed values;
-* the products: one batched MatMul, 36 GEMMs of (C_out × C_in)·(C_in × tiles), with U = G·g·Gᵀ precomputed here;
+* the products: one batched MatMul, 36 GEMMs of (C_out × C_in)·(C_in × tiles), with U = G·g·Gᵀ computed in the
+  graph from the 3×3 weights (onnxruntime constant-folds it when the session loads; the file stays small);
 * output transform Aᵀ·m·A and the tile interleave: one grouped ConvTranspose (kernel 4, stride 4), bias included.
 
 The transforms are exact in real arithmetic; in fp32 the result differs from direct convolution by about 1e-5 of
@@ -19,6 +20,7 @@ for the GEMM saving to pay for the transforms (measured on the CPU EP: 1.2-1.8×
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,39 +96,52 @@ def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | 
     return h % TILE == 0 and w % TILE == 0 and min(h, w) >= min_size and k * c / (k + c) >= min_channels / 2
 
 
-def _conv_input_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, list[int]]:
-    """Shapes of every 3×3 Conv input, measured by one onnxruntime run (static shape inference stops at the 5-D
-    GridSample of the native graph, so running is the only way that works for every variant)."""
-    import onnxruntime as ort
+def _conv_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+    """Shapes of the 3×3 Conv inputs by ONNX shape inference with the graph inputs pinned to `input_shapes`.
 
+    Data propagation resolves the graphs' -1 reshapes and resize scales in well under a second (running the graph
+    to observe them took a minute and GBs); an input it cannot resolve is left out, so its convolution stays direct.
+    """
     kernels = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    wanted = sorted({n.input[0] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1
-                     and kernels.get(n.input[1], ())[2:] == (3, 3)})
-    probe = onnx.ModelProto.FromString(model.SerializeToString())
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in wanted if name not in known)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor observable
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    values = session.run(None, feeds)
-    return {name: list(v.shape) for name, v in zip(names, values, strict=True) if name in wanted}
+    wanted = {n.input[0] for n in model.graph.node
+              if n.op_type == "Conv" and len(n.input) > 1 and kernels.get(n.input[1], ())[2:] == (3, 3)}
+    # a light copy: the weights become shape-only inputs; small initializers (reshape targets, resize scales)
+    # keep their values for data propagation
+    small = [i for i in model.graph.initializer if int(np.prod(i.dims)) <= 1024]
+    kept = {i.name for i in small}
+    graph = helper.make_graph(list(model.graph.node), "shapes", list(model.graph.input), list(model.graph.output),
+                              small)
+    graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                       for i in model.graph.initializer if i.name not in kept)
+    for value in graph.input:
+        if value.name in input_shapes:
+            for dim, size in zip(value.type.tensor_type.shape.dim, input_shapes[value.name], strict=True):
+                dim.Clear()
+                dim.dim_value = int(size)
+    pinned = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    inferred = onnx.shape_inference.infer_shapes(pinned, data_prop=True)
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input):
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
+        if value.name in wanted and dims and min(dims) > 0:
+            shapes[value.name] = dims
+    return shapes
 
 
-def winograd_convs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], min_size: int = 32,
+def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], min_size: int = 32,
                    min_channels: int = 128) -> tuple[onnx.ModelProto, WinogradReport]:
     """A copy of `model` whose eligible 3×3 convolutions run as Winograd F(4×4, 3×3); the report counts them.
 
-    `feeds` are example inputs (their first dimension is the batch) used to measure the convolutions' shapes.
+    `input_shapes` pins the graph inputs (their first dimension is the batch) so that shape inference can size
+    every convolution.
     A convolution qualifies from `min_size`² pixels and when 2·C·K/(C + K) ≥ `min_channels` (C = K = 128 does;
     on the CPU EP a 64-channel side at 256² measured slower than direct).
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    shapes = _conv_input_shapes(model, feeds)
-    batch = next(iter(feeds.values())).shape[0]
+    shapes = _conv_input_shapes(model, input_shapes)
+    batch = int(next(iter(input_shapes.values()))[0])
     bt, g, at = winograd_matrices()
     shared = {
         "winograd/bt_rows": bt.reshape(ALPHA, 1, ALPHA, 1),

@@ -419,14 +419,17 @@ def versions() -> dict[str, str | None]:
 
 
 def build_report(rows: Sequence[Timing], device: str, torch_ref: TorchReference | None,
-                 providers: dict[str, str], threads: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-    """The JSON document: machine, versions, providers, threads, per-stage medians, torch/ours ratios."""
+                 providers: dict[str, str], variants: dict[str, str], threads: dict[str, Any],
+                 notes: list[str]) -> dict[str, Any]:
+    """The JSON document: machine, versions, providers and graph files, threads, per-stage medians, torch/ours
+    ratios."""
     return {
         "device": device_name(device, torch_ref),
         "engine_device": device,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "providers": providers,
+        "variants": variants,
         "threads": threads,
         "stages": {r.key: r.as_dict() for r in rows},
         "speedup_vs_torch": {r.key: r.ratio() for r in rows if r.ratio() is not None},
@@ -505,7 +508,9 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     torch_ref = _torch_reference(args, engine.device, stages, notes)
     rows = run_stages(engine, stages, batches, args, torch_ref, notes)
-    print(f"device: {engine.device} ({device_name(engine.device, torch_ref)}), models: {args.models}")
+    variants = {graph: engine.models.keys.get(graph, graph) for graph in _placements(engine.models)}
+    print(f"device: {engine.device} ({device_name(engine.device, torch_ref)}), models: {args.models}, warping graph: "
+          f"{engine.models.keys.get('warping_spade')}")
     print(format_table(rows, compiled=bool(torch_ref and torch_ref.compiled)))
     for note in notes:
         print(f"note: {note}")
@@ -513,7 +518,7 @@ def run(args: argparse.Namespace) -> int:
         threads = {"onnxruntime_intra_op": args.threads or "default",
                    "torch": torch_ref.torch.get_num_threads() if torch_ref else None}
         providers = _placements(engine.models)
-        report = build_report(rows, engine.device, torch_ref, providers, threads, notes)
+        report = build_report(rows, engine.device, torch_ref, providers, variants, threads, notes)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")

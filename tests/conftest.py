@@ -41,10 +41,11 @@ def models_dir(exported) -> Path:
 
 @pytest.fixture(scope="session")
 def models_with_variants(exported) -> Path:
-    """The folder plus warping_spade.gs4d(.wino), the split halves, *.coreml and fp16 variants (once, on demand)."""
+    """The folder plus warping_spade.gs4d and .wino, the split halves, *.coreml and fp16 variants (once, on demand)."""
     out, exporter = exported
     if "warping_spade.gs4d" not in exporter.entries:
-        exporter.export_winograd(exporter.export_gs4d(exporter.fp32_model("warping_spade")))
+        exporter.export_gs4d(exporter.fp32_model("warping_spade"))
+        exporter.export_winograd(exporter.fp32_model("warping_spade"))
         exporter.export_split()
         for graph in ("appearance_feature_extractor", "motion_extractor"):
             exporter.export_coreml(graph)

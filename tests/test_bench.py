@@ -49,6 +49,7 @@ def test_no_torch_json_has_required_keys(models_dir: Path, tmp_path: Path, capsy
         assert key in report, key
     assert set(report["versions"]) >= {"onnxruntime", "torch", "numpy", "opencv", "av", "python"}
     assert report["providers"]["motion_extractor"] == "CPUExecutionProvider"
+    assert report["variants"]["motion_extractor"] == "motion_extractor"  # the manifest key that ran
     assert set(report["stages"]) == {"motion", "motion@b2", "stitching", "stitching@b2"}
     for entry in report["stages"].values():
         assert _positive(entry["ours_ms"]) and entry["ours_p90_ms"] >= entry["ours_ms"]

@@ -121,8 +121,8 @@ def test_openvino_through_the_runtime_needs_no_ort_provider(monkeypatch: pytest.
 
 
 @pytest.mark.parametrize(("device", "precision", "expected"), [
-    ("cpu", "auto", ["warping_spade.gs4d.wino", "warping_spade"]),
-    ("cpu", "fp32", ["warping_spade.gs4d.wino", "warping_spade"]),
+    ("cpu", "auto", ["warping_spade.wino", "warping_spade"]),
+    ("cpu", "fp32", ["warping_spade.wino", "warping_spade"]),
     ("cpu", "fp16", ["warping_spade.fp16"]),
     ("cuda", "auto", ["warping_spade.fp16", "warping_spade"]),
     ("cuda", "fp32", ["warping_spade"]),

@@ -62,7 +62,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 def test_rewrite_matches_direct_convolution_and_keeps_the_dynamic_batch() -> None:
     model = _conv_graph([{}, {"bias": False, "k": 48}, {"k": 32}])
     probe = np.random.default_rng(2).standard_normal((1, 32, 32, 32)).astype(np.float32)
-    rewritten, report = winograd_convs(model, {"x": probe}, min_channels=32)
+    rewritten, report = winograd_convs(model, {"x": probe.shape}, min_channels=32)
     assert (report.rewritten, report.kept) == (3, 0)
     assert report.gmac_after == pytest.approx(report.gmac_before / 4)
     onnx.checker.check_model(rewritten)
@@ -87,22 +87,35 @@ def test_rewrite_matches_direct_convolution_and_keeps_the_dynamic_batch() -> Non
 def test_convolutions_the_rewrite_does_not_cover_are_kept(spec: dict, size: int) -> None:
     model = _conv_graph([spec], size=size)
     probe = np.random.default_rng(4).standard_normal((1, 32, size, size)).astype(np.float32)
-    rewritten, report = winograd_convs(model, {"x": probe}, min_channels=32)
+    rewritten, report = winograd_convs(model, {"x": probe.shape}, min_channels=32)
     assert (report.rewritten, report.kept) == (0, 1)
     np.testing.assert_array_equal(_run(rewritten, probe), _run(model, probe))
 
 
 def test_convolutions_over_a_folded_batch_are_kept() -> None:
-    """The gs4d graph's 3-D convolutions run as 2-D ones over batch×depth: measured slower as Winograd."""
+    """The 3-D convolutions run as 2-D ones over batch×depth: measured slower as Winograd."""
     model = _conv_graph([{}], fold_batch=True)
-    probe = np.random.default_rng(5).standard_normal((1, 32, 32, 32)).astype(np.float32)
-    _, report = winograd_convs(model, {"x": probe}, min_channels=32)
+    _, report = winograd_convs(model, {"x": (1, 32, 32, 32)}, min_channels=32)
     assert (report.rewritten, report.kept) == (0, 1)
+
+
+def test_a_convolution_whose_input_shape_comes_from_data_is_kept() -> None:
+    """Shapes come from shape inference; one it cannot resolve (a reshape target fed at run time) stays direct."""
+    model = _conv_graph([{}])
+    model.graph.input.append(helper.make_tensor_value_info("shape", TensorProto.INT64, [4]))
+    model.graph.node.insert(0, helper.make_node("Reshape", ["x", "shape"], ["x_reshaped"]))
+    model.graph.node[1].input[0] = "x_reshaped"
+    rewritten, report = winograd_convs(model, {"x": (1, 32, 32, 32), "shape": (4,)}, min_channels=32)
+    assert (report.rewritten, report.kept) == (0, 1)
+    x = np.random.default_rng(6).standard_normal((1, 32, 32, 32)).astype(np.float32)
+    feeds = {"x": x, "shape": np.array([1, 32, 32, 32], np.int64)}
+    np.testing.assert_array_equal(cpu_session(rewritten).run(None, feeds)[0], cpu_session(model).run(None, feeds)[0])
 
 
 def test_exported_cpu_graph_is_close_to_native_and_picked_for_the_cpu(models_with_variants: Path) -> None:
     manifest = read_manifest(models_with_variants)
-    entry = manifest.models["warping_spade.gs4d.wino"]
+    entry = manifest.models["warping_spade.wino"]
     assert entry.parity["winograd_convs"] >= 50
     assert entry.parity["max_abs_vs_native"] <= 1e-3 * entry.parity["output_scale"]
-    assert pick_variant(manifest, "warping_spade", "cpu") == "warping_spade.gs4d.wino"
+    assert entry.grid_sample == "5d"  # the native sampler: one CPU kernel instead of the 4-D form's arithmetic
+    assert pick_variant(manifest, "warping_spade", "cpu") == "warping_spade.wino"
