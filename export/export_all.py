@@ -186,7 +186,7 @@ class Exporter:
 
     def export_winograd(self, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
         """warping_spade.wino, the CPU execution provider's fastest form: the native 5-D sampler (one ORT kernel;
-        the 4-D decomposition's coordinate arithmetic costs ~0.7 s a frame on the CPU), 3-D convs as 2-D ones
+        the 4-D decomposition's coordinate arithmetic costs ~0.8 s a frame on the CPU), 3-D convs as 2-D ones
         (ORT's blocked 2-D kernels beat its 3-D im2col) and the large 3×3 convs as Winograd F(4×4, 3×3) (a quarter
         of the multiplications); checked against the native graph."""
         from export.winograd import winograd_convs

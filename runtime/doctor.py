@@ -35,7 +35,7 @@ from runtime.manifest import (
     read_manifest,
     verify_entry,
 )
-from runtime.sessions import SPLIT_KEYS, pick_variant
+from runtime.sessions import CPU_WARPING, SPLIT_KEYS, pick_variant
 
 # Every PyPI distribution that installs the `onnxruntime` import package; any two of them overwrite each other.
 ORT_DISTRIBUTIONS = (
@@ -201,6 +201,10 @@ def check_models(models_dir: Path, devices: list[str]) -> tuple[dict[str, Any], 
                 problems.append(_problem("error" if device in ("cpu", auto) else "warning",
                                          f"device {device!r}: {str(exc).split('. Export')[0]}", hint))
         info["variants"][device] = picks
+        if device == "cpu" == auto and picks.get("warping_spade") not in (None, CPU_WARPING):
+            problems.append(_problem("warning", f"device 'cpu' runs {picks['warping_spade']}.onnx: {CPU_WARPING}"
+                                     ".onnx (Winograd convolutions, ~1.4× faster on the CPU) is not exported",
+                                     f"{EXPORT_HINT} (it is written unless --skip-winograd)"))
         if device == "openvino" and all(k in manifest.models for k in SPLIT_KEYS.values()):
             # the OpenVINO runtime loads warping_spade as its two halves (decoder in bf16 where the CPU has it)
             info.setdefault("split", {})[device] = list(SPLIT_KEYS.values())

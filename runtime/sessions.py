@@ -22,6 +22,7 @@ GPU_DEVICES = ("cuda", "tensorrt", "coreml", "directml")
 FOUR_D_DEVICES = ("coreml", "openvino", "directml")
 COREML_REWRITTEN = ("appearance_feature_extractor", "motion_extractor")
 SPLIT_KEYS = {"warping": "warping.gs4d", "spade_decoder": "spade_decoder"}
+CPU_WARPING = "warping_spade.wino"  # the CPU EP's fastest warping graph (Winograd convs), from the default export
 
 
 def variant_candidates(graph: str, device: str, precision: str = "auto",
@@ -39,7 +40,7 @@ def variant_candidates(graph: str, device: str, precision: str = "auto",
         if precision == "fp16":
             keys = [f"{base}.fp16"]
         if graph == "warping_spade" and device == "cpu" and precision != "fp16":
-            keys = ["warping_spade.wino", "warping_spade"]  # Winograd 3×3 convs: fewer multiplications
+            keys = [CPU_WARPING, "warping_spade"]  # Winograd 3×3 convs: fewer multiplications
         if graph == "warping_spade" and device == "tensorrt":  # TensorRT ≤ 10: 4-D GridSample only
             keys = [k.replace("warping_spade", "warping_spade.gs4d") for k in keys] + keys
     if graph == "warping_spade" and device == "tensorrt" and tensorrt_has_5d_gridsample():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -136,6 +137,20 @@ def test_mac_without_gs4d_graph_is_told_the_export_flag(tmp_path: Path) -> None:
     assert info["variants"]["coreml"]["warping_spade"] is None
     coreml = next(p for p in problems if "'coreml'" in p["what"])
     assert "warping_spade.gs4d" in coreml["what"] and coreml["fix"].endswith("--grid-sample 4d")
+
+
+def test_cpu_without_the_winograd_graph_is_told_to_export_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor.prov, "resolve_device", lambda _: SimpleNamespace(device="cpu"))
+    entries = {"warping_spade": _entry(tmp_path, "warping_spade", _mlp_graph("warping_spade", 4, 4), 4, 4, grid="5d")}
+    Manifest(models=entries).write(tmp_path)
+    _, problems, _ = doctor.check_models(tmp_path, ["cpu"])
+    hint = next(p for p in problems if "warping_spade.wino" in p["what"])
+    assert hint["level"] == "warning" and "cli.py export" in hint["fix"]
+    entries["warping_spade.wino"] = _entry(tmp_path, "warping_spade.wino", _mlp_graph("w", 4, 4), 4, 4, grid="5d")
+    Manifest(models=entries).write(tmp_path)
+    info, problems, _ = doctor.check_models(tmp_path, ["cpu"])
+    assert info["variants"]["cpu"]["warping_spade"] == "warping_spade.wino"
+    assert not [p for p in problems if "warping_spade.wino" in p["what"]]
 
 
 def test_smoke_inputs_use_manifest_shapes() -> None:
