@@ -203,7 +203,7 @@ def check_models(models_dir: Path, devices: list[str]) -> tuple[dict[str, Any], 
         info["variants"][device] = picks
         if device == "cpu" == auto and picks.get("warping_spade") not in (None, CPU_WARPING):
             problems.append(_problem("warning", f"device 'cpu' runs {picks['warping_spade']}.onnx: {CPU_WARPING}"
-                                     ".onnx (Winograd convolutions, ~1.4× faster on the CPU) is not exported",
+                                     ".onnx (Winograd convolutions, ~1.5× faster on the CPU) is not exported",
                                      f"{EXPORT_HINT} (it is written unless --skip-winograd)"))
         if device == "openvino" and all(k in manifest.models for k in SPLIT_KEYS.values()):
             # the OpenVINO runtime loads warping_spade as its two halves (decoder in bf16 where the CPU has it)
