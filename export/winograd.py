@@ -121,7 +121,7 @@ def _conv_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequen
     pinned = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     inferred = onnx.shape_inference.infer_shapes(pinned, data_prop=True)
     shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.input):
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
         if value.name in wanted and dims and min(dims) > 0:
             shapes[value.name] = dims
@@ -140,8 +140,11 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
+    pinned = [i.name for i in graph.input if i.name in input_shapes]
+    if not pinned:
+        raise ValueError(f"input_shapes names none of the graph inputs {[i.name for i in graph.input]}")
+    batch = int(input_shapes[pinned[0]][0])  # the first graph input carries the batch (as in every contract graph)
     shapes = _conv_input_shapes(model, input_shapes)
-    batch = int(next(iter(input_shapes.values()))[0])
     bt, g, at = winograd_matrices()
     shared = {
         "winograd/bt_rows": bt.reshape(ALPHA, 1, ALPHA, 1),

@@ -508,7 +508,8 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     torch_ref = _torch_reference(args, engine.device, stages, notes)
     rows = run_stages(engine, stages, batches, args, torch_ref, notes)
-    variants = {graph: engine.models.keys.get(graph, graph) for graph in _placements(engine.models)}
+    providers = _placements(engine.models)
+    variants = {graph: engine.models.keys[graph] for graph in providers}  # the manifest key each graph ran
     print(f"device: {engine.device} ({device_name(engine.device, torch_ref)}), models: {args.models}, warping graph: "
           f"{engine.models.keys.get('warping_spade')}")
     print(format_table(rows, compiled=bool(torch_ref and torch_ref.compiled)))
@@ -517,7 +518,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         threads = {"onnxruntime_intra_op": args.threads or "default",
                    "torch": torch_ref.torch.get_num_threads() if torch_ref else None}
-        providers = _placements(engine.models)
         report = build_report(rows, engine.device, torch_ref, providers, variants, threads, notes)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

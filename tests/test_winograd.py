@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx_export import cpu_session
-from export.winograd import winograd_convs, winograd_matrices
+from export.winograd import _conv_input_shapes, winograd_convs, winograd_matrices
 from runtime.manifest import read_manifest
 from runtime.sessions import pick_variant
 
@@ -26,8 +26,8 @@ def test_matrices_compute_a_3_tap_correlation_exactly() -> None:
 
 
 def _conv_graph(specs: list[dict], c: int = 32, size: int = 32, fold_batch: bool = False) -> onnx.ModelProto:
-    """A chain of Convs (+Relu) described by `specs`; with fold_batch the first conv sees batch×2 (like the
-    3-D-as-2-D convolutions of the gs4d graph)."""
+    """A chain of Convs (+Relu) described by `specs`; with fold_batch the first conv sees batch×2 (like the 3-D
+    convolutions of the .wino graph, run as 2-D ones over batch×depth)."""
     rng = np.random.default_rng(1)
     nodes, inits, x, channels, hw = [], [], "x", c, size
     if fold_batch:
@@ -93,10 +93,14 @@ def test_convolutions_the_rewrite_does_not_cover_are_kept(spec: dict, size: int)
 
 
 def test_convolutions_over_a_folded_batch_are_kept() -> None:
-    """The 3-D convolutions run as 2-D ones over batch×depth: measured slower as Winograd."""
-    model = _conv_graph([{}], fold_batch=True)
-    _, report = winograd_convs(model, {"x": (1, 32, 32, 32)}, min_channels=32)
+    """The 3-D convolutions run as 2-D ones over batch×depth: measured slower as Winograd. The folded conv passes
+    every other rule (32 → 32 channels at 32²) and its shape is resolved, so only the batch keeps it direct."""
+    model = _conv_graph([{}], c=64, fold_batch=True)
+    assert _conv_input_shapes(model, {"x": (1, 64, 32, 32)})["folded"] == [2, 32, 32, 32]
+    _, report = winograd_convs(model, {"x": (1, 64, 32, 32)}, min_channels=32)
     assert (report.rewritten, report.kept) == (0, 1)
+    _, unfolded = winograd_convs(_conv_graph([{}], c=32), {"x": (2, 32, 32, 32)}, min_channels=32)
+    assert unfolded.rewritten == 1  # the same conv at the graph's own batch is rewritten
 
 
 def test_a_convolution_whose_input_shape_comes_from_data_is_kept() -> None:
