@@ -152,21 +152,17 @@ class Exporter:
         the 5-D sampler either native or as 4-D GridSamples; same numbers as the contract graph."""
         from export.coreml_friendly import make_coreml_friendly
         from export.gridsample4d import GridSample3dVia2d
-        from export.networks.blocks import GridSample3d
         from export.networks.spade import fold_spectral_norm
         from export.networks.warping import set_grid_sampler
         from export.onnx_export import simplify, trace
 
         module = build_graph_module("warping_spade", self.networks)
         fold_spectral_norm(module.decoder)
-        module = make_coreml_friendly(module)  # a copy with 2-D convs and rank <= 5 tensors
+        module = make_coreml_friendly(module)  # a deep copy with 2-D convs and rank <= 5 tensors
         if four_d_sampler:
-            set_grid_sampler(module.warping, GridSample3dVia2d())
-        try:
-            spec = GRAPH_SPECS["warping_spade"]
-            model = simplify(trace(module, spec, probe_inputs("warping_spade", self.networks, 1)))
-        finally:
-            set_grid_sampler(module.warping, GridSample3d())
+            set_grid_sampler(module.warping, GridSample3dVia2d())  # on the copy: the loaded networks keep theirs
+        spec = GRAPH_SPECS["warping_spade"]
+        model = simplify(trace(module, spec, probe_inputs("warping_spade", self.networks, 1)))
         onnx.checker.check_model(model)
         return model
 

@@ -51,12 +51,9 @@ def test_every_node_runs_on_cuda(gpu_models: Path, key: str) -> None:
 def test_fp16_warping_at_batch_8_stays_close_to_fp32(gpu_models: Path) -> None:
     """A plain fp16 export diverged from torch at batch 8; ours keeps GridSample and its grid in fp32."""
     feature, kp_source, kp_driving = _warp_inputs(8)
-    fp32 = Stages(ModelSet(gpu_models, device="cuda", precision="fp32", check_hash=False))
-    fp16 = Stages(ModelSet(gpu_models, device="cuda", precision="fp16", check_hash=False))
-    ref = fp32.models.run("warping_spade", {"feature_3d": feature.batch(8), "kp_driving": kp_driving,
-                                            "kp_source": np.repeat(kp_source, 8, axis=0)})["image"]
-    got = fp16.models.run("warping_spade", {"feature_3d": feature.batch(8), "kp_driving": kp_driving,
-                                            "kp_source": np.repeat(kp_source, 8, axis=0)})["image"]
+    feeds = {"feature_3d": feature.batch(8), "kp_driving": kp_driving, "kp_source": np.repeat(kp_source, 8, axis=0)}
+    ref = ModelSet(gpu_models, device="cuda", precision="fp32", check_hash=False).run("warping_spade", feeds)["image"]
+    got = ModelSet(gpu_models, device="cuda", precision="fp16", check_hash=False).run("warping_spade", feeds)["image"]
     for i in range(8):
         assert psnr(ref[i], got[i].astype(np.float32)) >= 35.0, f"frame {i}"
 
