@@ -9,7 +9,8 @@ runtime can load it:
 * input transform Bᵀ·d·B: two strided single-channel Convs (rows with a 6×1 kernel, stride 4, padding included;
   then columns with 1×6) turn every 6×6 tile of every channel into its 36 transformed values;
 * the products: one batched MatMul, 36 GEMMs of (C_out × C_in)·(C_in × tiles), with U = G·g·Gᵀ computed in the
-  graph from the 3×3 weights (onnxruntime constant-folds it when the session loads; the file stays small);
+  graph from the 3×3 weights as (G⊗G)·vec(g) (onnxruntime constant-folds it when the session loads, in about a
+  second; the file stays small);
 * output transform Aᵀ·m·A and the tile interleave: one grouped ConvTranspose (kernel 4, stride 4), bias included.
 
 The transforms are exact in real arithmetic; in fp32 the result differs from direct convolution by about 1e-5 of
@@ -176,8 +177,7 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
             np.zeros(k, np.float32)
         for name, value in shared.items():
             const(name, value.astype(np.float32))
-        const("winograd/g", g.astype(np.float32))
-        const("winograd/g_t", g.T.copy().astype(np.float32))
+        const("winograd/g_kron", np.kron(g, g).astype(np.float32))  # (36, 9): vec(G·g·Gᵀ) = (G⊗G)·vec(g)
         const(f"{p}/bias", bias.astype(np.float32))
         per_channel = np.tile(out_transform, (k, 1, 1, 1)).reshape(k * ALPHA * ALPHA, 1, TILE, TILE)
         ot = const(f"winograd/out_transform_{k}", per_channel.astype(np.float32))
@@ -197,13 +197,16 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
                              [f"{p}/v_cp"], name=f"{p}/v_cp"),
             helper.make_node("Transpose", [f"{p}/v_cp"], [f"{p}/v"], name=f"{p}/v", perm=[0, 2, 1, 3]),
             # U = G·g·Gᵀ from the 3×3 weights, in the graph: constant-folded when the session loads, so the file
-            # keeps the 3×3 weights (4× smaller than U)
-            helper.make_node("MatMul", ["winograd/g", node.input[1]], [f"{p}/gw"], name=f"{p}/gw"),
-            helper.make_node("MatMul", [f"{p}/gw", "winograd/g_t"], [f"{p}/gwg"], name=f"{p}/gwg"),
-            helper.make_node("Reshape", [f"{p}/gwg", const(f"winograd/shape_u_{k}x{c}",
-                                                           np.array([k, c, ALPHA * ALPHA], np.int64))],
-                             [f"{p}/u_kc"], name=f"{p}/u_kc"),
-            helper.make_node("Transpose", [f"{p}/u_kc"], [f"{p}/u"], name=f"{p}/u", perm=[2, 0, 1]),
+            # keeps the 3×3 weights (4× smaller than U). As one GEMM, (G⊗G)·vec(g) for all C·K kernels at once:
+            # a pair of 6×3 MatMuls broadcast over the kernels made onnxruntime spend seconds per load
+            helper.make_node("Reshape", [node.input[1], const(f"winograd/shape_g_{k}x{c}",
+                                                              np.array([k * c, 9], np.int64))],
+                             [f"{p}/g_rows"], name=f"{p}/g_rows"),
+            helper.make_node("Transpose", [f"{p}/g_rows"], [f"{p}/g_cols"], name=f"{p}/g_cols", perm=[1, 0]),
+            helper.make_node("MatMul", ["winograd/g_kron", f"{p}/g_cols"], [f"{p}/u_flat"], name=f"{p}/u_flat"),
+            helper.make_node("Reshape", [f"{p}/u_flat", const(f"winograd/shape_u_{k}x{c}",
+                                                              np.array([ALPHA * ALPHA, k, c], np.int64))],
+                             [f"{p}/u"], name=f"{p}/u"),
             helper.make_node("MatMul", [f"{p}/u", f"{p}/v"], [f"{p}/m"], name=f"{p}/gemm"),
             helper.make_node("Transpose", [f"{p}/m"], [f"{p}/m_k"], name=f"{p}/m_k", perm=[0, 2, 1, 3]),
             helper.make_node("Reshape", [f"{p}/m_k", const(f"winograd/shape_out_{k}x{th}x{tw}",
