@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,8 @@ class GraphCheck:
 
     max_abs: float
     output_scale: float
+    # onnxruntime's outputs on the batch-2 parity inputs: the fp32 reference its variants are compared with
+    outputs: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def relative(self) -> float:
@@ -84,6 +86,11 @@ def probe_inputs(name: str, networks: dict[str, nn.Module], batch: int, seed: in
         ratios = torch.rand(n, 2, generator=gen) * 0.4
         return (torch.cat([kp_source.reshape(n, -1), ratios], 1),)
     raise KeyError(name)
+
+
+def parity_inputs(name: str, networks: dict[str, nn.Module], seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """The batch-2 inputs of a graph's parity check (a batch other than the traced one proves the dynamic axis)."""
+    return probe_inputs(name, networks, 2, seed + 7)
 
 
 def _probe_keypoints(
@@ -164,7 +171,7 @@ def parity(
             raise ExportError(f"{spec.name}: output {oname} has non-finite values in onnxruntime")
         max_abs = max(max_abs, float(np.abs(g.astype(np.float32) - r).max()))
         scale = max(scale, float(np.abs(r).max()))
-    return GraphCheck(max_abs=max_abs, output_scale=max(scale, 1e-6))
+    return GraphCheck(max_abs=max_abs, output_scale=max(scale, 1e-6), outputs=tuple(got))
 
 
 def build_checked(
@@ -181,7 +188,7 @@ def build_checked(
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"{spec.name}: onnx.checker rejected the graph: {exc}") from exc
-    check = parity(model, module, spec, probe_inputs(spec.name, networks, 2, seed + 7))
+    check = parity(model, module, spec, parity_inputs(spec.name, networks, seed))
     if check.relative > tolerance:
         raise ExportError(
             f"{spec.name}: onnxruntime differs from PyTorch by {check.max_abs:.3g} "

@@ -44,15 +44,23 @@ def test_graph_matches_pytorch(exported, graph: str) -> None:
         assert float(np.abs(g - r).max()) <= 1e-4 * scale, f"{graph}.{name}"
 
 
-def test_warping_spade_matches_pytorch(exported) -> None:
-    """The big graph (warping + SPADE decoder, spectral norm folded) at realistic keypoints."""
+@pytest.fixture(scope="module")
+def native_warping(exported) -> tuple[tuple, np.ndarray]:
+    """Fresh realistic inputs (not the exporter's own probes) and the native fp32 warping_spade graph's output on
+    them, run once for the tests that compare with it."""
     models_dir, exporter = exported
+    args = probe_inputs("warping_spade", exporter.networks, 1, seed=321)
+    return args, _ort(models_dir, "warping_spade", "warping_spade", args)[0]
+
+
+def test_warping_spade_matches_pytorch(exported, native_warping) -> None:
+    """The big graph (warping + SPADE decoder, spectral norm folded) at realistic keypoints."""
+    _, exporter = exported
     module = build_graph_module("warping_spade", exporter.networks)
     fold_spectral_norm(module.decoder)
-    args = probe_inputs("warping_spade", exporter.networks, 1, seed=321)
+    args, got = native_warping
     with torch.no_grad():
         ref = module(*args).numpy()
-    got = _ort(models_dir, "warping_spade", "warping_spade", args)[0]
     assert got.shape == (1, 3, 512, 512)
     assert 0.0 <= got.min() and got.max() <= 1.0
     assert float(np.abs(got - ref).max()) <= 1e-4 * max(float(np.abs(ref).max()), 1e-6)
@@ -107,11 +115,9 @@ def test_manifest_is_truthful(exported, fixture_weights: Path) -> None:
     assert manifest.models["stitching"].grid_sample is None
 
 
-def test_fp16_variant_psnr_and_fp32_gridsample(models_with_variants: Path, exported) -> None:
+def test_fp16_variant_psnr_and_fp32_gridsample(models_with_variants: Path, native_warping) -> None:
     """fp16 decoded image ≥ 35 dB vs fp32 on fresh inputs; every GridSample still reads fp32 tensors."""
-    _, exporter = exported
-    args = probe_inputs("warping_spade", exporter.networks, 1, seed=77)
-    ref = _ort(models_with_variants, "warping_spade", "warping_spade", args)[0]
+    args, ref = native_warping
     got = _ort(models_with_variants, "warping_spade.fp16", "warping_spade", args)[0]
     assert got.dtype == np.float32
     assert psnr(ref, got) >= 35.0
@@ -127,16 +133,14 @@ def test_fp16_variant_psnr_and_fp32_gridsample(models_with_variants: Path, expor
     assert entry.precision == "fp16" and entry.parity["psnr_db_vs_fp32"] >= 35.0
 
 
-def test_gs4d_variant_matches_native(models_with_variants: Path, exported) -> None:
+def test_gs4d_variant_matches_native(models_with_variants: Path, native_warping) -> None:
     """Only 4-D GridSamples, and the decoded image within 1e-3 of the native 5-D graph's scale."""
-    _, exporter = exported
     model = onnx.shape_inference.infer_shapes(onnx.load(str(models_with_variants / "warping_spade.gs4d.onnx")))
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in list(model.graph.value_info) +
              list(model.graph.input)}
     samplers = [n for n in model.graph.node if n.op_type == "GridSample"]
     assert samplers and all(ranks.get(n.input[0]) == 4 for n in samplers)
-    args = probe_inputs("warping_spade", exporter.networks, 1, seed=78)
-    native = _ort(models_with_variants, "warping_spade", "warping_spade", args)[0]
+    args, native = native_warping
     got = _ort(models_with_variants, "warping_spade.gs4d", "warping_spade", args)[0]
     assert float(np.abs(native - got).max()) <= 1e-3 * float(np.abs(native).max())
     assert read_manifest(models_with_variants).models["warping_spade.gs4d"].grid_sample == "4d"
