@@ -95,6 +95,7 @@ class Exporter:
         self._ckpt_hash: dict[str, str] = {}
         self._fp32: dict[str, onnx.ModelProto] = {}
         self._reference: dict[str, list[np.ndarray]] = {}
+        self._reference_feeds: dict[str, dict[str, np.ndarray]] = {}
 
     def _checkpoints(self, graph: str) -> dict[str, str]:
         result = {}
@@ -122,7 +123,8 @@ class Exporter:
             from export.networks.spade import fold_spectral_norm
 
             fold_spectral_norm(module.decoder)
-        # seed 0: the parity inputs `_run` feeds the variants, so the check's outputs are their reference
+        # seed 0: the parity inputs `reference_feeds` takes its first item from, so the check's outputs are
+        # the variants' reference
         model, check = build_checked(module, GRAPH_SPECS[graph], self.networks, seed=0)
         self._fp32[graph] = model
         self._reference[graph] = [o[:1].astype(np.float32) for o in check.outputs]
@@ -134,17 +136,30 @@ class Exporter:
         """The fp32 contract graph exported in this run (variants are derived from it)."""
         return self._fp32[graph]
 
+    def reference_feeds(self, graph: str) -> dict[str, np.ndarray]:
+        """The first item of the graph's parity inputs, by input name: variants run on it at batch 1 (the fp32
+        graph already proved the dynamic batch), so their outputs compare with `reference`."""
+        if graph not in self._reference_feeds:
+            args = parity_inputs(graph, self.networks, seed=0)
+            self._reference_feeds[graph] = {name: a[:1].numpy()
+                                            for (name, _), a in zip(GRAPH_SPECS[graph].inputs, args, strict=True)}
+        return self._reference_feeds[graph]
+
     def reference(self, graph: str) -> list[np.ndarray]:
-        """ORT-CPU outputs of the written fp32 graph on the first item of its parity inputs (kept from its parity
-        check when this run exported it, else computed once): variants are compared with it."""
+        """ORT-CPU outputs of the written fp32 graph on `reference_feeds` (kept from its parity check when this run
+        exported it, else computed once): variants are compared with it."""
         if graph not in self._reference:
-            self._reference[graph] = _run(self._fp32[graph], graph, self.networks, all_outputs=True)
+            self._reference[graph] = self._run(self._fp32[graph], graph)
         return self._reference[graph]
+
+    def _run(self, model: onnx.ModelProto, graph: str) -> list[np.ndarray]:
+        """All outputs of a graph (or a variant of it) on the CPU at batch 1 on `reference_feeds`, as float32."""
+        return [o.astype(np.float32) for o in cpu_session(model).run(None, self.reference_feeds(graph))]
 
     def _check_against_native(self, key: str, model: onnx.ModelProto) -> tuple[float, float]:
         """(max-abs, output scale) of a rewritten warping graph vs the native one; raises when over GS4D_TOL."""
         native = self.reference("warping_spade")[0]
-        got = _run(model, "warping_spade", self.networks)
+        got = self._run(model, "warping_spade")[0]
         diff = float(np.abs(native - got).max())
         scale = float(np.abs(native).max())
         if diff / max(scale, 1e-6) > GS4D_TOL:
@@ -215,7 +230,7 @@ class Exporter:
         module = make_coreml_friendly(build_graph_module(graph, self.networks))
         model, check = build_checked(module, GRAPH_SPECS[graph], self.networks)
         ref = self.reference(graph)
-        got = _run(model, graph, self.networks, all_outputs=True)
+        got = self._run(model, graph)
         diff = max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True))
         scale = max(float(np.abs(r).max()) for r in ref)
         if diff > PARITY_TOL * max(scale, 1e-6):
@@ -254,7 +269,7 @@ class Exporter:
         model = to_mixed_fp16(fp32_model)
         onnx.checker.check_model(model)
         ref = self.reference(graph)
-        got = _run(model, graph, self.networks, all_outputs=True)
+        got = self._run(model, graph)
         max_abs = max(float(np.abs(r - g.astype(np.float32)).max()) for r, g in zip(ref, got, strict=True))
         scale = max(float(np.abs(r).max()) for r in ref)
         parity: dict[str, float] = {"max_abs_vs_fp32": max_abs, "output_scale": scale}
@@ -329,15 +344,6 @@ def _simplifier_version() -> str:
     import onnxslim
 
     return f"onnxslim {onnxslim.__version__}"
-
-
-def _run(model: onnx.ModelProto, graph: str, networks: dict, all_outputs: bool = False) -> list | np.ndarray:
-    """Run a graph on the CPU at batch 1 on the first item of the graph's parity inputs (the fp32 graph already
-    proved the dynamic batch), so its outputs compare with the fp32 graph's parity-check outputs."""
-    args = [a[:1] for a in parity_inputs(graph, networks, seed=0)]
-    feeds = {name: a.numpy() for (name, _), a in zip(GRAPH_SPECS[graph].inputs, args, strict=True)}
-    outs = [o.astype(np.float32) for o in cpu_session(model).run(None, feeds)]
-    return outs if all_outputs else outs[0]
 
 
 def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample: str = "5d",

@@ -150,6 +150,7 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
     shared = {
         "winograd/bt_rows": bt.reshape(ALPHA, 1, ALPHA, 1),
         "winograd/bt_cols": bt.reshape(ALPHA, 1, 1, ALPHA),
+        "winograd/g_kron": np.kron(g, g),  # (36, 9): vec(G·g·Gᵀ) = (G⊗G)·vec(g)
     }
     out_transform = np.einsum("ia,jb->abij", at, at).reshape(1, ALPHA * ALPHA, TILE, TILE)
     new_inits: dict[str, np.ndarray] = {}
@@ -177,7 +178,6 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
             np.zeros(k, np.float32)
         for name, value in shared.items():
             const(name, value.astype(np.float32))
-        const("winograd/g_kron", np.kron(g, g).astype(np.float32))  # (36, 9): vec(G·g·Gᵀ) = (G⊗G)·vec(g)
         const(f"{p}/bias", bias.astype(np.float32))
         per_channel = np.tile(out_transform, (k, 1, 1, 1)).reshape(k * ALPHA * ALPHA, 1, TILE, TILE)
         ot = const(f"winograd/out_transform_{k}", per_channel.astype(np.float32))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from export.graphs import GRAPH_SPECS
-from export.onnx_export import parity_inputs
 from runtime.coreml_check import check_coreml_compat, format_report
 from runtime.manifest import read_manifest
 from runtime.sessions import pick_variant
@@ -51,9 +50,7 @@ def test_openvino_runs_mac_graphs_with_parity(models_with_variants: Path, export
     graph = MAC_PATH[key]
     spec = GRAPH_SPECS[graph]
     # the fp32 graph's onnxruntime outputs, kept by the exporter from its parity check, and their inputs
-    args = [a[:1] for a in parity_inputs(graph, exporter.networks)]
-    feeds = {name: a.numpy() for (name, _), a in zip(spec.inputs, args, strict=True)}
-    reference = exporter.reference(graph)
+    feeds, reference = exporter.reference_feeds(graph), exporter.reference(graph)
     names = [n for n, _ in spec.outputs]
     got = OpenVinoRunner(key, models_with_variants / f"{key}.onnx", output_names=names).run(feeds)
     for (name, _), ref in zip(spec.outputs, reference, strict=True):
@@ -90,8 +87,8 @@ def test_openvino_device_runs_split_warping_with_bf16_decoder(models_with_varian
     expected = "bf16" if OpenVinoRunner.supports_bf16() else "f32"
     assert models.openvino_precision("spade_decoder") == expected
     assert models.openvino_precision("warping") == "f32"
-    feature, kp_driving, kp_source = (a[:1] for a in parity_inputs("warping_spade", exporter.networks))
-    got = Stages(models).warp_decode(SourceFeature(feature.numpy()), kp_source.numpy(), kp_driving.numpy())
+    feeds = exporter.reference_feeds("warping_spade")
+    got = Stages(models).warp_decode(SourceFeature(feeds["feature_3d"]), feeds["kp_source"], feeds["kp_driving"])
     ref = to_uint8_images(exporter.reference("warping_spade")[0])  # the native fp32 graph on onnxruntime CPU
     assert got.shape == ref.shape == (1, 512, 512, 3)
     assert psnr(got, ref, peak=255.0) >= 35.0
