@@ -33,7 +33,9 @@ OPTION_HELP = {
     "driving_smooth_observation_variance": "video->video Kalman smoothing: smaller = smoother",
     "flag_pasteback": "paste the animated face back into the full source frame",
     "output_fps": "fps when the driving input has none (image or template without fps)",
-    "crf": "H.264 constant rate factor of the output (lower = better)",
+    "crf": "H.264 constant rate factor of the output (lower = better; 18 is what the official writer uses)",
+    "flag_concat_source_512": "concat video: show the sharp 512x512 source crop in the middle panel instead of the "
+                              "official upscaled 256x256 network input",
     "audio_priority": "video->video: whose audio track the output carries",
     "flag_do_crop": "crop the source face before animating",
     "flag_do_rot": "align the source crop's rotation to the face",
@@ -91,7 +93,8 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def build_animate_parser(parser: argparse.ArgumentParser) -> None:
     """Inputs, outputs, device and every animation option."""
     parser.add_argument("-s", "--source", required=True, type=Path,
-                        help="source portrait: image (all faces are animated) or video (video->video)")
+                        help="source portrait: image (its largest face is animated; see --all-faces) or video "
+                             "(video->video)")
     parser.add_argument("-d", "--driving", required=True, type=Path,
                         help="driving video, driving image, or motion template (.npz ours; .pkl with --trust-pickle)")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("animations"),
@@ -113,8 +116,11 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
                              "as a CUDA graph; fewer kernel launches per frame")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads per graph (default: 0 = onnxruntime's choice, one per core)")
-    parser.add_argument("--face-index", type=int, default=None,
-                        help="animate only this source face, 0 = largest (default: every face in the photo)")
+    faces = parser.add_mutually_exclusive_group()
+    faces.add_argument("--face-index", type=int, default=0,
+                       help="animate this source face, 0 = the largest, as the official pipeline (default: 0)")
+    faces.add_argument("--all-faces", dest="face_index", action="store_const", const=None,
+                       help="animate every face of a source photo, each pasted back in place")
     parser.add_argument("--batch-size", type=int, default=0,
                         help="driving frames per graph call (default: 0 = per-device default)")
     parser.add_argument("--save-template", type=Path, default=None,

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.crop import DRIVING_PARAMS
 from runtime.media import (
     MediaError,
     VideoReader,
@@ -33,12 +34,11 @@ from runtime.pipeline import (
     AnimationError,
     Animator,
     DrivingMotion,
+    DrivingPlan,
     RenderedFrame,
     RunStats,
     batched,
-    fill_missing,
     pastes_back,
-    resize_256,
 )
 from runtime.sessions import GPU_DEVICES, ModelSet
 from runtime.templates import Template, load_template, save_template
@@ -87,29 +87,41 @@ class LivePortrait:
 
     # ------------------------------------------------------------- arrays API
     def animate_frames(self, source_rgb: np.ndarray, driving_frames: Iterable[np.ndarray],
-                       options: AnimationOptions | None = None, face_index: int | None = None,
+                       options: AnimationOptions | None = None, face_index: int | None = 0,
                        batch_size: int = 0, paste_back: bool = True) -> Iterator[np.ndarray]:
-        """RGB uint8 photo + RGB uint8 driving frames → animated RGB frames (pasted back unless disabled)."""
+        """RGB uint8 photo + RGB uint8 driving frames → animated RGB frames (pasted back unless disabled).
+
+        ``face_index`` 0 animates the largest face (official); None animates every face of the photo.
+        """
         options = options or AnimationOptions()
         if not paste_back:
             options = options.replace(flag_pasteback=False)
         source = self.animator.source_image(np.asarray(source_rgb), options)
         faces = self.animator.source_faces(source, options, face_index)
         size = batch_size or self.default_batch()
-        needs = options.any_retargeting or options.flag_crop_driving_video
-        if needs:
-            driving_frames = list(driving_frames)
-        motions = self._motion_stream(lambda: driving_frames, options, size, needs, keep_crops=False,
-                                      stats=RunStats())
+        frames_iter = iter(driving_frames)
+        first = next(frames_iter, None)
+        if first is None:
+            raise AnimationError("the driving video has no decodable frames")
+        h, w = np.asarray(first).shape[:2]
+        frames = itertools.chain([first], frames_iter)
+        if options.any_retargeting or options.flag_crop_driving_video or h != w:
+            frames = list(frames)  # the landmark pre-pass and the motion pass both read them
+        plan = self._plan(lambda: frames, options, square=h == w, need_lmks=options.any_retargeting,
+                          stats=RunStats())
+        motions = self._motion_stream(lambda: frames, plan, options, size, keep_crops=False)
         for rendered in self.animator.image_to_video(faces, source, motions, options):
             yield rendered.frame
 
     # --------------------------------------------------------------- file API
     def animate(self, source: str | Path, driving: str | Path, options: AnimationOptions | None = None,
-                output_dir: str | Path = "animations", face_index: int | None = None, batch_size: int = 0,
+                output_dir: str | Path = "animations", face_index: int | None = 0, batch_size: int = 0,
                 save_template: str | Path | None = None, trust_pickle: bool = False, write_concat: bool = True,
                 progress: bool = True) -> AnimationResult:
-        """Animate files; writes `<output_dir>/<source>--<driving>.mp4` (+ `_concat`) or `.jpg` for two images."""
+        """Animate files; writes `<output_dir>/<source>--<driving>.mp4` (+ `_concat`) or `.jpg` for two images.
+
+        ``face_index`` 0 animates the largest face (official); None animates every face of a photo.
+        """
         options = options or AnimationOptions()
         source, driving = Path(source), Path(driving)
         source_info = probe_media(source)
@@ -135,31 +147,28 @@ class LivePortrait:
         return result
 
     # ---------------------------------------------------------------- helpers
-    def _motion_stream(self, frames_factory, options: AnimationOptions, size: int, need_lmks: bool,
-                       keep_crops: bool, stats: RunStats, collect: list | None = None) -> Iterator[DrivingMotion]:
-        """Driving frames → batches of motion; a landmark pre-pass when cropping or retargeting needs faces."""
-        raw = filled = None
-        box = None
-        if need_lmks:
-            raw = self.animator.driving_landmarks(frames_factory(), options)
-            filled, missing = fill_missing(raw)
-            stats.driving_frames_without_face = missing
-            if options.flag_crop_driving_video:
-                box = self.animator.driving_box(raw, options)
-            elif not filled:
-                raise AnimationError("no face found in any driving frame: eye/lip retargeting and templates need "
-                                     "the driving face's landmarks")
-        last: KpInfo | None = None
-        if raw is not None and filled and raw[0] is None:
-            last = self._first_found_motion(frames_factory, raw, filled, box, options)
+    def _plan(self, frames_factory, options: AnimationOptions, square: bool, need_lmks: bool, stats: RunStats,
+              limit: int | None = None) -> DrivingPlan:
+        """The driving clip's crop decision and landmark pre-pass (see DrivingPlan).
+
+        ``limit`` caps the frames read: video→video uses only as many driving frames as the source has, and the
+        crop box is averaged over those alone, as upstream.
+        """
+        plan = self.animator.plan_driving(_take(frames_factory(), limit), options, square, need_lmks)
+        stats.driving_frames_skipped = plan.skip
+        return plan
+
+    def _motion_stream(self, frames_factory, plan: DrivingPlan, options: AnimationOptions, size: int,
+                       keep_crops: bool, collect: list | None = None,
+                       limit: int | None = None) -> Iterator[DrivingMotion]:
+        """The kept driving frames → batches of motion, cropped by ``plan``."""
         index = 0
         frames_iter = Prefetch(frames_factory())
         try:
-            for frames in batched(frames_iter, size):
-                lmks = filled[index:index + len(frames)] if filled is not None else None
-                motion = self.animator.driving_motion(frames, lmks, box, options, keep_crops)
-                if raw is not None:
-                    motion.info, last = _reuse_last_motion(motion.info, raw[index:index + len(frames)], last)
+            kept = itertools.islice(frames_iter, plan.skip, None if limit is None else limit)
+            for frames in batched(kept, size):
+                lmks = plan.lmks[index:index + len(frames)] if plan.lmks is not None else None
+                motion = self.animator.driving_motion(frames, lmks, plan, options, keep_crops)
                 if collect is not None:
                     collect.append(motion)
                 index += len(frames)
@@ -170,28 +179,9 @@ class LivePortrait:
             raise AnimationError("the driving video has no decodable frames")
 
 
-    def _first_found_motion(self, frames_factory, raw: list, filled: list, box: np.ndarray | None,
-                            options: AnimationOptions) -> KpInfo:
-        """Motion of the first driving frame with a face: the faceless frames before it reuse it."""
-        k = next(i for i, lmk in enumerate(raw) if lmk is not None)
-        frames = frames_factory()
-        try:
-            frame = next(itertools.islice(iter(frames), k, None))
-        finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
-        return self.animator.driving_motion([frame], [filled[k]], box, options, keep_crops=False).info
-
-
-def _reuse_last_motion(info: KpInfo, lmks: list, last: KpInfo | None) -> tuple[KpInfo, KpInfo | None]:
-    """Frames where no face was found take the previous frame's motion (the first found one at the start)."""
-    rows = []
-    for i, lmk in enumerate(lmks):
-        if lmk is not None:
-            last = info.take(i)
-        rows.append(info.take(i) if lmk is not None or last is None else last)
-    return KpInfo.concat(rows), last
+def _take(items: Iterable, limit: int | None) -> Iterator:
+    """The first ``limit`` items (all when None)."""
+    return iter(items) if limit is None else itertools.islice(items, limit)
 
 
 def _read_template(path: Path, trust_pickle: bool) -> Template | None:
@@ -210,12 +200,13 @@ def save_template_file(path: str | Path, template: Template) -> Path:
     return save_template(path, template)
 
 
-def concat_frame(driving_256: np.ndarray, source_crop: np.ndarray, result_crop: np.ndarray) -> np.ndarray:
-    """driving | source | result side by side, each 512² (the official `_concat` layout)."""
-    side = result_crop.shape[0]
-    parts = [cv2.resize(p, (side, side), interpolation=cv2.INTER_LINEAR) if p.shape[0] != side else p
-             for p in (driving_256, source_crop, result_crop)]
-    return np.hstack(parts)
+def concat_frame(driving_256: np.ndarray | None, source: np.ndarray, result_crop: np.ndarray) -> np.ndarray:
+    """driving | source | result, the official `_concat` layout: the panels are the two 256² network inputs
+    resized (bilinear) to the result's size; without a driving picture (templates) only source | result."""
+    h, w = result_crop.shape[:2]
+    panels = [p for p in (driving_256, source) if p is not None]
+    parts = [cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if p.shape[:2] != (h, w) else p for p in panels]
+    return np.hstack([*parts, result_crop])
 
 
 class _Run:
@@ -237,12 +228,20 @@ class _Run:
 
     def _warnings(self) -> list[str]:
         out = list(self.stats.warnings)
-        if self.stats.driving_frames_without_face:
-            out.append(f"no face found in {self.stats.driving_frames_without_face} driving frame(s); "
-                       "they reused the last motion")
+        for n, what in ((self.stats.driving_frames_skipped, "driving"), (self.stats.source_frames_skipped, "source")):
+            if n:
+                out.append(f"no face in the first {n} {what} frame(s): they were skipped, as the official pipeline "
+                           f"does (the animation starts at the first {what} frame with a face)")
         if self.stats.source_faces > 1 and not pastes_back(self.options):
             out.append(f"{self.stats.source_faces} faces animated but only the first is written without paste-back")
         return out
+
+    def _concat(self, rendered: RenderedFrame) -> np.ndarray:
+        """The side-by-side frame; --concat-source-512 shows the sharp 512² source crop in the middle."""
+        source = rendered.source_256
+        if self.options.flag_concat_source_512 and rendered.source_crop is not None:
+            source = rendered.source_crop
+        return concat_frame(rendered.driving_256, source, rendered.crop)
 
     def _write_video(self, frames: Iterator[RenderedFrame], fps: float, total: int | None,
                      audio_from: Path | None) -> list[Path]:
@@ -259,12 +258,12 @@ class _Run:
             sink = AsyncSink(lambda pair: [w.write(f) for w, f in zip(writers, pair, strict=False)], depth=16)
             try:
                 for rendered in frames:
-                    if count == 0 and self.write_concat and rendered.driving_256 is not None:
+                    if count == 0 and self.write_concat:
                         concat = VideoWriter(concat_path, fps, crf=crf, audio_from=audio_from)
                         writers.append(concat)
                     pair = [rendered.frame]
                     if concat is not None:
-                        pair.append(concat_frame(rendered.driving_256, rendered.source_crop, rendered.crop))
+                        pair.append(self._concat(rendered))
                     sink.put(pair)
                     count += 1
                     bar.update(1)
@@ -284,18 +283,20 @@ class _Run:
     def image_to_video(self, driving_info, face_index: int | None, save_template: Path | None) -> AnimationResult:
         source_rgb, faces = self._faces(face_index)
         o = self.options
-        need_lmks = o.any_retargeting or o.flag_crop_driving_video or save_template is not None
+        need_lmks = o.any_retargeting or save_template is not None
         collected: list[DrivingMotion] | None = [] if save_template is not None else None
         fps = driving_info.fps or o.output_fps
 
         def frames():
             return VideoReader(self.driving)
 
-        motions = self.engine._motion_stream(frames, o, self.batch, need_lmks, keep_crops=self.write_concat,
-                                             stats=self.stats, collect=collected)
+        plan = self.engine._plan(frames, o, _is_square(driving_info), need_lmks, self.stats)
+        motions = self.engine._motion_stream(frames, plan, o, self.batch, keep_crops=self.write_concat,
+                                             collect=collected)
         rendered = self.animator.image_to_video(faces, source_rgb, motions, o)
         audio = self.driving if driving_info.has_audio else None
-        paths = self._write_video(rendered, fps, driving_info.frame_count, audio)
+        total = None if driving_info.frame_count is None else driving_info.frame_count - plan.skip
+        paths = self._write_video(rendered, fps, total, audio)
         if collected:
             self.template = _template_from(collected, fps)
         return AnimationResult(paths, "image->video", self.stats.frames, fps, self._warnings())
@@ -306,23 +307,24 @@ class _Run:
         motions = (DrivingMotion(info=info.take(slice(i, i + self.batch)),
                                  eye=template.eye_ratio[i:i + self.batch], lip=template.lip_ratio[i:i + self.batch])
                    for i in range(0, template.n_frames, self.batch))
-        rendered = self.animator.image_to_video(faces, source_rgb, motions, self.options)
+        rendered = self.animator.image_to_video(faces, source_rgb, motions, self.options,
+                                                driving_is_video=template.n_frames > 1)
         paths = self._write_video(rendered, template.fps, template.n_frames, None)
         return AnimationResult(paths, "template->video", self.stats.frames, template.fps, self._warnings())
 
     def image_to_image(self, face_index: int | None) -> AnimationResult:
         source_rgb, faces = self._faces(face_index)
         driving_rgb = load_image_rgb(self.driving)
-        need = self.options.any_retargeting or self.options.flag_crop_driving_video
-        motions = list(self.engine._motion_stream(lambda: [driving_rgb], self.options, 1, need, keep_crops=True,
-                                                  stats=self.stats))
+        h, w = driving_rgb.shape[:2]
+        plan = self.engine._plan(lambda: [driving_rgb], self.options, h == w, self.options.any_retargeting,
+                                 self.stats)
+        motions = list(self.engine._motion_stream(lambda: [driving_rgb], plan, self.options, 1, keep_crops=True))
         rendered = next(iter(self.animator.image_to_video(faces, source_rgb, motions, self.options,
                                                           driving_is_video=False)))
         main_path, concat_path = animation_paths(self.out, self.source, self.driving, suffix=".jpg")
         paths = [write_image_rgb(main_path, rendered.frame)]
         if self.write_concat:
-            paths.append(write_image_rgb(concat_path, concat_frame(rendered.driving_256, rendered.source_crop,
-                                                                   rendered.crop)))
+            paths.append(write_image_rgb(concat_path, self._concat(rendered)))
         return AnimationResult(paths, "image->image", 1, 0.0, self._warnings())
 
     def video_to_video(self, driving: KpInfo, eye, lip, driving_is_video: bool, fps: float, face_index,
@@ -341,10 +343,10 @@ class _Run:
         o = self.options
         with VideoReader(self.source) as reader:
             fps, source_audio, source_count = reader.fps, reader.has_audio, reader.frame_count
-        need = o.any_retargeting or o.flag_crop_driving_video
         crops_factory = None
         if template is not None:
-            info, eye, lip, is_video = template.to_kp_info(), template.eye_ratio, template.lip_ratio, True
+            info, eye, lip = template.to_kp_info(), template.eye_ratio, template.lip_ratio
+            is_video = template.n_frames > 1
             driving_audio = None
         else:
             is_video = driving_info.kind == "video"
@@ -356,19 +358,28 @@ class _Run:
 
                 def factory():
                     return [image]
-            motions = list(self.engine._motion_stream(factory, o, self.batch, need, keep_crops=False,
-                                                      stats=self.stats))
+            limit = source_count if is_video else None
+            plan = self.engine._plan(factory, o, _is_square(driving_info), o.any_retargeting, self.stats, limit)
+            motions = list(self.engine._motion_stream(factory, plan, o, self.batch, keep_crops=False, limit=limit))
             info = KpInfo.concat([m.info for m in motions])
             eye = np.concatenate([m.eye for m in motions]) if motions[0].eye is not None else None
             lip = np.concatenate([m.lip for m in motions]) if motions[0].lip is not None else None
             driving_audio = self.driving if is_video and driving_info.has_audio else None
             if self.write_concat:
+                dsize = DRIVING_PARAMS.dsize
+
                 def crops_factory():
-                    return (resize_256(f) for f in (factory() if is_video else _repeat(image)))
+                    frames = itertools.islice(factory(), plan.skip, None) if is_video else _repeat(image)
+                    return (plan.crop_256(f, dsize) for f in frames)
         audio = self.source if (o.audio_priority == "source" and source_audio) else (driving_audio or (
             self.source if source_audio else None))
         total = source_count if not is_video else min(source_count or len(info), len(info))
         return self.video_to_video(info, eye, lip, is_video, fps, face_index, crops_factory, audio, total)
+
+
+def _is_square(info) -> bool:
+    """Upstream's test for "already a face crop": the driving frames are as wide as they are high."""
+    return info.width == info.height
 
 
 def _repeat(item):

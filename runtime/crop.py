@@ -12,6 +12,7 @@ The geometry reproduces the official behaviour:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,16 +52,16 @@ LANDMARK203_PARAMS = CropParams(dsize=224, scale=1.5, vx_ratio=0.0, vy_ratio=-0.
 class FaceRect:
     """A rotated square around a face, in original-image pixels."""
 
-    center: np.ndarray  # (2,) float64
+    center: np.ndarray  # (2,) float32
     size: float  # side length in pixels
     angle: float  # radians; rotation of the face's x axis from the image x axis (clockwise on screen)
 
     @property
     def bbox(self) -> np.ndarray:
         """Axis-aligned [left, top, right, bottom] box of the same centre and side (rotation ignored)."""
-        half = self.size / 2.0
-        cx, cy = self.center
-        return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float64)
+        half = np.float32(self.size) / 2
+        cx, cy = np.asarray(self.center, dtype=np.float32)
+        return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
 
 
 @dataclass
@@ -82,25 +83,27 @@ class CropResult:
 
 
 def transform_points(pts: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """Apply a 2×3 or 3×3 affine to K×2 points (float32 out)."""
-    pts = np.asarray(pts, dtype=np.float64)
-    M = np.asarray(M, dtype=np.float64)
-    return (pts @ M[:2, :2].T + M[:2, 2]).astype(np.float32)
+    """Apply a 2×3 or 3×3 affine to K×2 points, in float32 like the official cropper (float32 out)."""
+    pts = np.asarray(pts, dtype=np.float32)
+    M = np.asarray(M, dtype=np.float32)
+    return pts @ M[:2, :2].T + M[:2, 2]
 
 
 def face_anchor_points(lmk: np.ndarray) -> np.ndarray:
-    """Eye-centre and lip-centre (2×2) that fix the face's roll, for 5/68/101/106/203-point layouts."""
-    lmk = np.asarray(lmk, dtype=np.float64)
-    n = lmk.shape[0]
+    """Eye-centre and lip-centre (2×2 float32) that fix the face's roll, for 5/68/101/106/203-point layouts.
+
+    Means are taken in float32 and in the official point order: the crop geometry is computed in float32
+    end to end, so that tracked landmarks do not drift away from the official ones over a long clip.
+    """
+    lmk = np.asarray(lmk, dtype=np.float32)
     if lmk.ndim != 2 or lmk.shape[1] != 2:
         raise ValueError(f"landmarks must be K×2, got shape {lmk.shape}")
+    n = lmk.shape[0]
     if n == 5:  # left eye, right eye, nose, left mouth corner, right mouth corner
         eyes = (lmk[0] + lmk[1]) / 2
         lip = (lmk[3] + lmk[4]) / 2
     elif n == 68:  # 1-based iBUG: eyes 37/40 and 43/46, mouth corners 49/55
-        left = (lmk[36] + lmk[39]) / 2
-        right = (lmk[42] + lmk[45]) / 2
-        eyes = (left + right) / 2
+        eyes = (lmk[[36, 39]].mean(axis=0) + lmk[[42, 45]].mean(axis=0)) / 2
         lip = (lmk[48] + lmk[54]) / 2
     elif n in _ANCHORS or n > 101:
         left_idx, right_idx, lip_idx = _ANCHORS[n] if n in _ANCHORS else _ANCHORS[101]
@@ -112,50 +115,68 @@ def face_anchor_points(lmk: np.ndarray) -> np.ndarray:
 
 
 def face_rect_from_landmarks(lmk: np.ndarray, scale: float, vx_ratio: float, vy_ratio: float) -> FaceRect:
-    """Rotated square box around the landmarks, as the official cropper measures it."""
-    lmk = np.asarray(lmk, dtype=np.float64)
-    eyes, lip = face_anchor_points(lmk)
-    down = lip - eyes
-    norm = float(np.hypot(down[0], down[1]))
-    uy = np.array([0.0, 1.0]) if norm <= 1e-3 else down / norm
-    ux = np.array([uy[1], -uy[0]])
-    angle = float(np.arctan2(ux[1], ux[0]))
+    """Rotated square box around the landmarks, as the official cropper measures it (float32 arithmetic)."""
+    pts = np.asarray(lmk, dtype=np.float32)
+    eyes, lip = face_anchor_points(pts)
+    uy = lip - eyes
+    norm = np.linalg.norm(uy)
+    uy = np.array([0.0, 1.0], dtype=np.float32) if norm <= 1e-3 else uy / norm
+    ux = np.array([uy[1], -uy[0]], dtype=np.float32)
+    angle = math.acos(max(-1.0, min(1.0, float(ux[0]))))
+    if ux[1] < 0:
+        angle = -angle
 
-    mean = lmk.mean(axis=0)
-    local = (lmk - mean) @ np.stack([ux, uy]).T  # coordinates along (ux, uy)
+    mean = pts.mean(axis=0)
+    local = (pts - mean) @ np.stack([ux, uy]).T  # coordinates along (ux, uy)
     lo, hi = local.min(axis=0), local.max(axis=0)
     mid = (lo + hi) / 2
-    side = float(max(hi - lo)) * scale
-    center = mean + ux * mid[0] + uy * mid[1] + ux * (vx_ratio * side) + uy * (vy_ratio * side)
-    return FaceRect(center=center, size=side, angle=angle)
+    side = np.full(2, max(hi - lo), dtype=np.float32) * np.float32(scale)
+    center = mean + ux * mid[0] + uy * mid[1]
+    center = center + ux * (np.float32(vx_ratio) * side) + uy * (np.float32(vy_ratio) * side)
+    return FaceRect(center=center, size=float(side[0]), angle=angle)
 
 
 def crop_matrix(center: np.ndarray, size: float, angle: float, dsize: int) -> np.ndarray:
-    """3×3 original→crop similarity: rotate by −angle about ``center``, scale to ``dsize``, centre it."""
-    s = dsize / size
-    c, si = np.cos(angle), np.sin(angle)
-    cx, cy = float(center[0]), float(center[1])
-    half = dsize / 2.0
-    return np.array(
-        [
-            [s * c, s * si, half - s * (c * cx + si * cy)],
-            [-s * si, s * c, half - s * (-si * cx + c * cy)],
-            [0.0, 0.0, 1.0],
-        ],
-        dtype=np.float64,
-    )
+    """3×3 float32 original→crop similarity: rotate by −angle about ``center``, scale to ``dsize``, centre it."""
+    s = np.float32(dsize) / np.float32(size)
+    c, si = math.cos(angle), math.sin(angle)
+    cx, cy = np.float32(center[0]), np.float32(center[1])
+    half = np.float32(dsize / 2.0)
+    if angle == 0.0:  # the official unrotated form (no cos/sin products, bit-identical to its matrix)
+        rows = [[s, 0.0, half - s * cx], [0.0, s, half - s * cy]]
+    else:
+        rows = [[s * c, s * si, half - s * (c * cx + si * cy)], [-s * si, s * c, half - s * (-si * cx + c * cy)]]
+    return np.array([*rows, [0.0, 0.0, 1.0]], dtype=np.float32)
+
+
+def bbox_crop_matrix(bbox: np.ndarray, dsize: int) -> np.ndarray:
+    """3×3 float32 original→crop matrix of an axis-aligned box: its width maps onto ``dsize``."""
+    left, top, right, bottom = (float(v) for v in bbox)
+    if right - left <= 0:
+        raise ValueError(f"empty box {bbox!r}")
+    center = np.array([(left + right) / 2, (top + bottom) / 2], dtype=np.float32)
+    s = dsize / (right - left)
+    half = np.float32(dsize / 2.0)
+    return np.array([[s, 0.0, half - s * center[0]], [0.0, s, half - s * center[1]], [0.0, 0.0, 1.0]],
+                    dtype=np.float32)
+
+
+def face_crop_matrix(lmk: np.ndarray, params: CropParams) -> np.ndarray:
+    """3×3 float32 original→crop matrix of the rotated (or, without flag_do_rot, upright) face box."""
+    rect = face_rect_from_landmarks(lmk, params.scale, params.vx_ratio, params.vy_ratio)
+    return crop_matrix(rect.center, rect.size, rect.angle if params.flag_do_rot else 0.0, params.dsize)
 
 
 def _finish_crop(
-    image_rgb: np.ndarray, M_o2c64: np.ndarray, dsize: int, lmk: np.ndarray | None, interp_256: int
+    image_rgb: np.ndarray, M_o2c: np.ndarray, dsize: int, lmk: np.ndarray | None, interp_256: int
 ) -> CropResult:
     """Warp, resize for the network and package the matrices (shared by the rotated and bbox crops)."""
-    M_o2c = M_o2c64.astype(np.float32)
+    M_o2c = np.asarray(M_o2c, dtype=np.float32)
     img_crop = cv2.warpAffine(
         image_rgb, M_o2c[:2], (dsize, dsize), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )
     img_256 = cv2.resize(img_crop, (NETWORK_SIZE, NETWORK_SIZE), interpolation=interp_256)
-    M_c2o = np.linalg.inv(M_o2c.astype(np.float64)).astype(np.float32)
+    M_c2o = np.linalg.inv(M_o2c)  # float32 inverse, as the official paste-back matrix
     lmk_crop = transform_points(lmk, M_o2c) if lmk is not None else None
     return CropResult(img_crop=img_crop, img_crop_256=img_256, lmk_crop=lmk_crop, M_o2c=M_o2c, M_c2o=M_c2o)
 
@@ -166,9 +187,7 @@ def crop_face(image_rgb: np.ndarray, lmk: np.ndarray, params: CropParams = SOURC
     The 256² network input is an INTER_AREA downscale, as the official source path does.
     """
     _check_image(image_rgb)
-    rect = face_rect_from_landmarks(lmk, params.scale, params.vx_ratio, params.vy_ratio)
-    angle = rect.angle if params.flag_do_rot else 0.0
-    M = crop_matrix(rect.center, rect.size, angle, params.dsize)
+    M = face_crop_matrix(lmk, params)
     return _finish_crop(image_rgb, M, params.dsize, np.asarray(lmk, np.float32), cv2.INTER_AREA)
 
 
@@ -182,13 +201,13 @@ def driving_bbox(lmk: np.ndarray, params: CropParams = DRIVING_PARAMS) -> np.nda
 
 
 def average_bbox(bboxes: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """One box for a whole driving clip: the mean of the per-frame boxes (the official smoothing)."""
-    arr = np.asarray(bboxes, dtype=np.float64)
+    """One box for a whole driving clip: the mean of the per-frame boxes (the official smoothing, in float32)."""
+    arr = np.asarray(bboxes, dtype=np.float32)
     if arr.size == 0:
         raise ValueError("average_bbox needs at least one box (no face was found in any frame)")
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"boxes must be N×4 [l, t, r, b], got shape {arr.shape}")
-    return arr.mean(axis=0)
+    return arr.mean(axis=0).astype(np.float64)
 
 
 def crop_by_bbox(
@@ -199,11 +218,7 @@ def crop_by_bbox(
     The box side is its width; the 256² network input is a bilinear resize, as the official driving path does.
     """
     _check_image(image_rgb)
-    left, top, right, bottom = (float(v) for v in bbox)
-    if right - left <= 0:
-        raise ValueError(f"empty box {bbox!r}")
-    center = np.array([(left + right) / 2, (top + bottom) / 2])
-    M = crop_matrix(center, right - left, 0.0, dsize)
+    M = bbox_crop_matrix(bbox, dsize)
     lmk32 = np.asarray(lmk, np.float32) if lmk is not None else None
     return _finish_crop(image_rgb, M, dsize, lmk32, cv2.INTER_LINEAR)
 

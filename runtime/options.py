@@ -42,7 +42,10 @@ class AnimationOptions:
     # output
     flag_pasteback: bool = True
     output_fps: float = 25.0
-    crf: int = 15
+    # The official writer always encodes at CRF 18 (imageio-ffmpeg is never handed the configured value).
+    crf: int = 18
+    # The concat video's middle panel is the 256² source input upscaled (official); True shows the 512² crop.
+    flag_concat_source_512: bool = False
     audio_priority: str = "driving"
 
     # source crop

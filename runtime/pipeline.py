@@ -7,6 +7,7 @@ landmarks (a few KB a frame) are kept for the whole video.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from runtime.crop import (
     driving_bbox,
     resize_to_limit,
 )
-from runtime.face_analysis import FaceAnalyzer, LandmarkTracker
+from runtime.face_analysis import FaceAnalyzer, FaceLandmarks, LandmarkTracker
 from runtime.motion import KpInfo, MotionComposer, VideoMotionComposer
 from runtime.options import AnimationOptions
 from runtime.paste_back import paste_back as paste_face
@@ -64,13 +65,36 @@ class DrivingMotion:
 
 
 @dataclass
+class DrivingPlan:
+    """How a driving clip becomes network inputs, decided once per clip the way the official pipeline decides it.
+
+    A clip is cropped to its face when --crop-driving-video is set *or when its frames are not square*: the
+    official pipeline treats a square clip as an already-cropped face and any other clip as footage to crop.
+    Cropping detects the face until it is first found (earlier frames are dropped, as upstream drops them), tracks
+    it from there without re-detection, and cuts every kept frame with the mean of the per-frame boxes.
+    """
+
+    box: np.ndarray | None = None  # clip-wide [l, t, r, b] crop box; None = frames are resized whole
+    skip: int = 0  # leading frames without a face, dropped
+    lmks: list[np.ndarray] | None = None  # 203 points of every kept frame; None when nothing needs them
+
+    def crop_256(self, frame: np.ndarray, dsize: int) -> np.ndarray:
+        """One driving frame as the motion network sees it (and as the concat video shows it)."""
+        if self.box is None:
+            return resize_256(frame)
+        return crop_by_bbox(frame, self.box, dsize).img_crop_256
+
+
+@dataclass
 class RenderedFrame:
-    """One output frame: the full frame (pasted back, or the crop) and the first face's 512² crop."""
+    """One output frame: the full frame (pasted back, or the crop), the first face's 512² result crop and the two
+    256² network inputs the concat video shows beside it (driving crop; source crop)."""
 
     frame: np.ndarray
     crop: np.ndarray
     driving_256: np.ndarray | None = None
-    source_crop: np.ndarray | None = None
+    source_256: np.ndarray | None = None
+    source_crop: np.ndarray | None = None  # the 512² source crop (the concat video's optional sharp middle panel)
 
 
 @dataclass
@@ -78,7 +102,8 @@ class RunStats:
     """What happened during a run that the user should hear about."""
 
     frames: int = 0
-    driving_frames_without_face: int = 0
+    driving_frames_skipped: int = 0  # leading driving frames without a face (dropped, as upstream)
+    source_frames_skipped: int = 0  # leading source-video frames without a face (dropped)
     source_faces: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -96,7 +121,7 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 def resize_256(image_rgb: np.ndarray) -> np.ndarray:
-    """Whole frame → network input (the official path for driving videos that are already face crops)."""
+    """Whole frame → network input: bilinear, as the official path for square driving clips and uncropped sources."""
     if image_rgb.shape[:2] == (NET_SIZE, NET_SIZE):
         return image_rgb
     return cv2.resize(image_rgb, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_LINEAR)
@@ -126,24 +151,31 @@ class Animator:
         return resize_to_limit(image_rgb, options.source_max_dim, options.source_division)
 
     def source_faces(self, image_rgb: np.ndarray, options: AnimationOptions,
-                     face_index: int | None = None) -> list[SourceFace]:
-        """Crop and encode every face of the photo (or one), largest first. Raises when there is none."""
+                     face_index: int | None = 0) -> list[SourceFace]:
+        """Crop and encode one face of the photo (``face_index``, 0 = the largest, as upstream) or, with
+        ``face_index=None``, every face largest first. Raises when there is none.
+
+        The crop is cut on the detector's 106 points and the 203 points only give the eye/lip ratios, as in the
+        official ``crop_source_image``. Without cropping the whole photo is resized, and the largest face (if any)
+        still gives the ratios that lip normalisation and retargeting need.
+        """
+        found = self.analyzer(options.det_thresh).faces(image_rgb)
         if not options.flag_do_crop:
-            return [self._encode_face(resize_256(image_rgb), None, None, image_rgb, options)]
-        lmks = self.analyzer(options.det_thresh).faces(image_rgb)
-        if not lmks:
+            lmk = found[0].lmk203 if found else None
+            return [self._encode_face(resize_256(image_rgb), None, lmk, image_rgb, options)]
+        if not found:
             raise AnimationError(
                 "no face found in the source image (try a lower --det-thresh, a larger face, or --no-do-crop "
                 "for an image that already is a face crop)")
         if face_index is not None:
-            if not 0 <= face_index < len(lmks):
-                raise AnimationError(f"--face-index {face_index} is out of range: the source has {len(lmks)} face(s)")
-            lmks = [lmks[face_index]]
+            if not 0 <= face_index < len(found):
+                raise AnimationError(f"--face-index {face_index} is out of range: the source has {len(found)} face(s)")
+            found = [found[face_index]]
         params = _source_params(options)
         faces = []
-        for lmk in lmks:
-            crop = crop_face(image_rgb, lmk, params)
-            faces.append(self._encode_face(crop.img_crop_256, crop, lmk, image_rgb, options))
+        for face in found:
+            crop = crop_face(image_rgb, face.lmk106, params)
+            faces.append(self._encode_face(crop.img_crop_256, crop, face.lmk203, image_rgb, options))
         return faces
 
     def _encode_face(self, image_256: np.ndarray, crop: CropResult | None, lmk: np.ndarray | None,
@@ -163,27 +195,36 @@ class Animator:
                               driving_is_video=driving_is_video)
 
     # ---------------------------------------------------------------- driving
-    def driving_landmarks(self, frames: Iterable[np.ndarray], options: AnimationOptions) -> list[np.ndarray | None]:
-        """Pre-pass: tracked 203-point landmarks of every driving frame (None where no face was found yet)."""
+    def plan_driving(self, frames: Iterable[np.ndarray], options: AnimationOptions, square: bool,
+                     need_lmks: bool) -> DrivingPlan:
+        """Decide the crop of a driving clip (see DrivingPlan); a landmark pre-pass runs when it crops or when
+        retargeting/templates need the driving face's points."""
+        crop = options.flag_crop_driving_video or not square
+        if not crop and not need_lmks:
+            return DrivingPlan()
         tracker = LandmarkTracker(self.analyzer(options.det_thresh))
-        return [tracker(frame) for frame in frames]
-
-    def driving_box(self, lmks: list[np.ndarray | None], options: AnimationOptions) -> np.ndarray:
-        """One crop box for the whole driving clip: the mean of the per-frame boxes (official smoothing)."""
+        raw = [tracker(frame) for frame in frames]
+        if not raw:
+            raise AnimationError("the driving video has no decodable frames")
+        if not crop:
+            if raw[0] is None:
+                raise AnimationError("no face found in the first driving frame: eye/lip retargeting and templates "
+                                     "track the driving face from frame 0 (as the official pipeline does)")
+            return DrivingPlan(lmks=raw)
+        skip = next((i for i, lmk in enumerate(raw) if lmk is not None), None)
+        if skip is None:
+            why = "--crop-driving-video is set" if options.flag_crop_driving_video else "its frames are not square"
+            raise AnimationError(f"no face found in any driving frame (the driving input is cropped to its face "
+                                 f"because {why}); use a driving video that shows a face")
+        lmks = raw[skip:]  # once found, the face is tracked and never lost
         params = _driving_params(options)
-        boxes = [driving_bbox(lmk, params) for lmk in lmks if lmk is not None]
-        if not boxes:
-            raise AnimationError("no face found in any driving frame; drop --crop-driving-video to use the frames "
-                                 "as they are (they should then be face crops)")
-        return average_bbox(boxes)
+        return DrivingPlan(box=average_bbox([driving_bbox(lmk, params) for lmk in lmks]), skip=skip, lmks=lmks)
 
-    def driving_motion(self, frames: list[np.ndarray], lmks: list[np.ndarray | None] | None,
-                       box: np.ndarray | None, options: AnimationOptions, keep_crops: bool) -> DrivingMotion:
-        """Motion of a batch of driving frames: crop (or resize), motion graph, eye/lip ratios."""
-        if box is not None:
-            crops = np.stack([crop_by_bbox(f, box, _driving_params(options).dsize).img_crop_256 for f in frames])
-        else:
-            crops = np.stack([resize_256(f) for f in frames])
+    def driving_motion(self, frames: list[np.ndarray], lmks: list[np.ndarray] | None, plan: DrivingPlan,
+                       options: AnimationOptions, keep_crops: bool) -> DrivingMotion:
+        """Motion of a batch of kept driving frames: crop (or resize), motion graph, eye/lip ratios."""
+        dsize = _driving_params(options).dsize
+        crops = np.stack([plan.crop_256(f, dsize) for f in frames])
         info = self.stages.motion(crops)
         eye = lip = None
         if lmks is not None:
@@ -203,11 +244,12 @@ class Animator:
         """Animate the still source (every prepared face) with a stream of driving-motion batches."""
         for face in faces:
             face.composer = self.composer(face, options, driving_is_video)
-        source_crop = faces[0].crop.img_crop if faces[0].crop is not None else _upscale_512(faces[0].image_256)
+        source_256 = faces[0].image_256
+        source_crop = faces[0].crop.img_crop if faces[0].crop is not None else None
         pasters = self._gpu_pasters(faces, source_rgb, options)
         for motion in motions:
             if pasters is not None:
-                yield from self._render_on_gpu(faces, pasters, motion, source_crop)
+                yield from self._render_on_gpu(faces, pasters, motion, source_256, source_crop)
                 continue
             rendered = []
             for face in faces:
@@ -217,7 +259,8 @@ class Animator:
                 crops = [r[i] for r in rendered]
                 frame = self._paste(source_rgb, faces, crops, options)
                 driving = None if motion.crops_256 is None else motion.crops_256[i]
-                yield RenderedFrame(frame=frame, crop=crops[0], driving_256=driving, source_crop=source_crop)
+                yield RenderedFrame(frame=frame, crop=crops[0], driving_256=driving, source_256=source_256,
+                                    source_crop=source_crop)
 
     def _gpu_pasters(self, faces: list[SourceFace], source_rgb: np.ndarray,
                      options: AnimationOptions) -> list[GraphPaster] | None:
@@ -230,7 +273,7 @@ class Animator:
         return [GraphPaster(runner, face.crop.M_c2o, face.mask, source_rgb) for face in faces]
 
     def _render_on_gpu(self, faces: list[SourceFace], pasters: list[GraphPaster], motion: DrivingMotion,
-                       source_crop: np.ndarray) -> Iterator[RenderedFrame]:
+                       source_256: np.ndarray, source_crop: np.ndarray | None) -> Iterator[RenderedFrame]:
         """One driving batch with the crops warped and blended where they were decoded; frames come back whole."""
         frames: np.ndarray | None = None
         first_crops: np.ndarray | None = None
@@ -241,7 +284,8 @@ class Animator:
             first_crops = crops if first_crops is None else first_crops
         for i in range(len(motion.info)):
             driving = None if motion.crops_256 is None else motion.crops_256[i]
-            yield RenderedFrame(frame=frames[i], crop=first_crops[i], driving_256=driving, source_crop=source_crop)
+            yield RenderedFrame(frame=frames[i], crop=first_crops[i], driving_256=driving, source_256=source_256,
+                                source_crop=source_crop)
 
     def _paste(self, source_rgb: np.ndarray, faces: list[SourceFace], crops: list[np.ndarray],
                options: AnimationOptions) -> np.ndarray:
@@ -268,19 +312,21 @@ class Animator:
         """Animate a source video frame by frame (re-cropped per frame) with motion known for every frame.
 
         `source_frames` is called twice: a pre-pass for landmarks and keypoints (smoothing needs the whole
-        sequence), then the rendering pass.
+        sequence), then the rendering pass. Frames are downscaled like a still source; leading frames without a
+        face are dropped (upstream drops them too, but then pastes the remaining crops onto the wrong frames).
         """
         stats = stats or RunStats()
-        lmks, infos = self._source_video_motion(source_frames(), options, face_index, batch_size)
-        source = KpInfo.concat(infos)
-        composer = VideoMotionComposer(source, driving, options, self.stages.stitching, self.stages.eye,
-                                       self.stages.lip, source_lmks=np.stack(lmks), driving_is_video=driving_is_video)
+        track = self._track_source_video(source_frames(), options, face_index, batch_size)
+        stats.source_frames_skipped = track.skip
+        composer = VideoMotionComposer(KpInfo.concat(track.infos), driving, options, self.stages.stitching,
+                                       self.stages.eye, self.stages.lip, source_lmks=track.ratio_lmks,
+                                       driving_is_video=driving_is_video)
         n = composer.n_frames
-        params = _source_params(options)
         crops_iter = iter(driving_crops()) if driving_crops is not None else None
         index = 0
-        for frames in batched(_take(source_frames(), n), batch_size):
-            crops = [crop_face(f, lmks[index + i], params) for i, f in enumerate(frames)]
+        kept = itertools.islice(self._source_frames(source_frames(), options), track.skip, track.skip + n)
+        for frames in batched(kept, batch_size):
+            crops = [self._crop_source_frame(f, track.lmks[index + i], options) for i, f in enumerate(frames)]
             feature = self.stages.appearance(np.stack([c.img_crop_256 for c in crops]))
             idx = np.arange(index, index + len(frames))
             eye = None if driving_eye is None else driving_eye[idx if driving_is_video else np.zeros_like(idx)]
@@ -294,39 +340,84 @@ class Animator:
                     mask = prepare_paste_back(None, crop.M_c2o, (w, h), crop_size=crop.img_crop.shape[0])
                     out = paste_face(image, crop.M_c2o, frame, mask)
                 driving_256 = next(crops_iter, None) if crops_iter is not None else None
-                yield RenderedFrame(frame=out, crop=image, driving_256=driving_256, source_crop=crop.img_crop)
+                yield RenderedFrame(frame=out, crop=image, driving_256=driving_256, source_256=crop.img_crop_256,
+                                    source_crop=crop.img_crop if options.flag_do_crop else None)
             index += len(frames)
         stats.frames = index
 
-    def _source_video_motion(self, frames: Iterable[np.ndarray], options: AnimationOptions,
-                             face_index: int | None, batch_size: int) -> tuple[list[np.ndarray], list[KpInfo]]:
-        """Pre-pass over the source video: tracked landmarks and keypoint info of every frame."""
+    def _source_frames(self, frames: Iterable[np.ndarray], options: AnimationOptions) -> Iterator[np.ndarray]:
+        """Source-video frames downscaled per source_max_dim / source_division, as upstream loads them."""
+        for frame in frames:
+            yield self.source_image(frame, options)
+
+    def _crop_source_frame(self, frame: np.ndarray, lmk: np.ndarray, options: AnimationOptions) -> CropResult:
+        """One source-video frame as the networks see it: cropped on its tracked 203 points, or resized whole."""
+        if options.flag_do_crop:
+            return crop_face(frame, lmk, _source_params(options))
+        eye = np.eye(3, dtype=np.float32)
+        return CropResult(img_crop=frame, img_crop_256=resize_256(frame), lmk_crop=None, M_o2c=eye, M_c2o=eye)
+
+    def _track_source_video(self, frames: Iterable[np.ndarray], options: AnimationOptions,
+                            face_index: int | None, batch_size: int) -> SourceTrack:
+        """Pre-pass over the source video: tracked 203 points, ratio points and keypoint info of every kept frame.
+
+        As upstream: the face is detected until found (``face_index`` picks it, largest first), then tracked by the
+        203-point model alone. When cropping, the eye/lip ratios come from one more 203-point run seeded by the
+        tracked points; without cropping, the tracked points themselves (and frame 0 must show the face).
+        """
         analyzer = self.analyzer(options.det_thresh)
-        params = _source_params(options)
-        lmks: list[np.ndarray] = []
-        infos: list[KpInfo] = []
+        need_ratios = (options.flag_normalize_lip or options.flag_source_video_eye_retargeting
+                       or options.any_retargeting)
+        track = SourceTrack()
         previous: np.ndarray | None = None
-        for batch in batched(frames, batch_size):
+        for batch in batched(self._source_frames(frames, options), batch_size):
             crops = []
             for frame in batch:
                 if previous is None:
-                    found = analyzer.faces(frame)
-                    if not found:
-                        raise AnimationError("no face found in the first frame of the source video")
-                    k = face_index or 0
-                    if k >= len(found):
-                        raise AnimationError(f"--face-index {k} is out of range: the source video's first frame "
-                                             f"has {len(found)} face(s)")
-                    lmk = found[k]
+                    lmk = self._detect_source_face(analyzer, frame, face_index)
+                    if lmk is None:
+                        if not options.flag_do_crop:
+                            raise AnimationError("no face found in the first frame of the source video (without "
+                                                 "cropping, the face is tracked from frame 0)")
+                        track.skip += 1
+                        continue
                 else:
                     lmk = analyzer.track(frame, previous)
                 previous = lmk
-                lmks.append(lmk)
-                crops.append(crop_face(frame, lmk, params).img_crop_256)
-            infos.append(self.stages.motion(np.stack(crops)))
-        if not lmks:
-            raise AnimationError("the source video has no frames")
-        return lmks, infos
+                track.lmks.append(lmk)
+                if need_ratios:
+                    ratio = analyzer.lmk203.predict(frame, lmk) if options.flag_do_crop else lmk
+                    track.ratio_lmks.append(ratio)
+                crops.append(self._crop_source_frame(frame, lmk, options).img_crop_256)
+            if crops:
+                track.infos.append(self.stages.motion(np.stack(crops)))
+        if not track.lmks:
+            raise AnimationError("no face found in any frame of the source video" if track.skip
+                                 else "the source video has no frames")
+        if not need_ratios:
+            track.ratio_lmks = None
+        return track
+
+    @staticmethod
+    def _detect_source_face(analyzer: FaceAnalyzer, frame: np.ndarray, face_index: int | None) -> np.ndarray | None:
+        found: list[FaceLandmarks] = analyzer.faces(frame)
+        if not found:
+            return None
+        k = face_index or 0
+        if k >= len(found):
+            raise AnimationError(f"--face-index {k} is out of range: the source video's first face frame "
+                                 f"has {len(found)} face(s)")
+        return found[k].lmk203
+
+
+@dataclass
+class SourceTrack:
+    """What the source-video pre-pass keeps: a few KB a frame, never the frames themselves."""
+
+    skip: int = 0
+    lmks: list[np.ndarray] = field(default_factory=list)
+    ratio_lmks: list[np.ndarray] | None = field(default_factory=list)
+    infos: list[KpInfo] = field(default_factory=list)
 
 
 def pastes_back(options: AnimationOptions) -> bool:
@@ -343,27 +434,3 @@ def _driving_params(options: AnimationOptions) -> CropParams:
     return CropParams(dsize=DRIVING_PARAMS.dsize, scale=options.scale_crop_driving_video,
                       vx_ratio=options.vx_ratio_crop_driving_video, vy_ratio=options.vy_ratio_crop_driving_video,
                       flag_do_rot=False)
-
-
-def _upscale_512(image_256: np.ndarray) -> np.ndarray:
-    return cv2.resize(image_256, (512, 512), interpolation=cv2.INTER_LINEAR)
-
-
-def _take(items: Iterable, n: int) -> Iterator:
-    for i, item in enumerate(items):
-        if i >= n:
-            return
-        yield item
-
-
-def fill_missing(lmks: list[np.ndarray | None]) -> tuple[list[np.ndarray], int]:
-    """Frames without a face reuse the last landmarks (leading ones the first found); returns (filled, missing)."""
-    missing = sum(1 for lmk in lmks if lmk is None)
-    first = next((lmk for lmk in lmks if lmk is not None), None)
-    if first is None:
-        return [], missing
-    filled, last = [], first
-    for lmk in lmks:
-        last = lmk if lmk is not None else last
-        filled.append(last)
-    return filled, missing

@@ -13,7 +13,7 @@ import pytest
 
 from export.stand_ins import build_box_detector
 from runtime.api import LivePortrait
-from runtime.media import load_image_rgb
+from runtime.media import VideoReader, load_image_rgb
 from runtime.options import AnimationOptions
 from tests.test_pipeline import SOURCE, WarpSpy, driving_frames, models_copy, replace_model_file, write_clip
 
@@ -49,13 +49,16 @@ def _changed(frame: np.ndarray, photo: np.ndarray, centre: tuple[int, int]) -> f
 
 
 def test_every_face_of_a_group_photo_is_animated(group, monkeypatch: pytest.MonkeyPatch) -> None:
+    """face_index=None (--all-faces): every face, each pasted back in place; the default is the official one face."""
     photo, engine, centres = group
     WarpSpy().install(monkeypatch)
-    frames = list(engine.animate_frames(photo, driving_frames()[:1], batch_size=1))
+    frames = list(engine.animate_frames(photo, driving_frames()[:1], batch_size=1, face_index=None))
     assert len(frames) == 1 and frames[0].shape == photo.shape
     assert all(_changed(frames[0], photo, c) > 20 for c in centres)
     gap = np.s_[:, 512 + 100:512 + GAP - 100]  # between the two paste-back masks
     assert np.array_equal(frames[0][gap], photo[gap])
+    default = next(iter(engine.animate_frames(photo, driving_frames()[:1], batch_size=1)))
+    assert sorted(_changed(default, photo, c) > 20 for c in centres) == [False, True]
 
 
 def test_face_index_animates_only_that_face(group, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,20 +84,21 @@ def test_animate_frames_without_paste_back_returns_crops(engine: LivePortrait,
     assert [len(k) for k in spy.kp_driving] == [2, 1]  # batch_size honoured, generator input accepted
 
 
-def test_driving_frames_without_face_are_counted(engine: LivePortrait, work: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """--crop-driving-video with black (faceless) leading frames: the run goes on and says how many."""
+def test_leading_faceless_driving_frames_are_skipped(engine: LivePortrait, work: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cropped driving clip that starts with black (faceless) frames: as upstream, the animation starts at the
+    first frame with a face, the video is that much shorter, and the run says so."""
     real = driving_frames()[0]
     black = np.zeros_like(real)
     clip = write_clip(work / "blackstart.mp4", [black, black, real, np.ascontiguousarray(real[::-1])])
     spy = WarpSpy().install(monkeypatch)
-    result = engine.animate(SOURCE, clip, options=AnimationOptions(flag_crop_driving_video=True),
-                            output_dir=work / "crop", batch_size=2, progress=False)
-    assert result.frames == 4 and len(spy.all_kp) == 4
-    assert any("no face found in 2 driving frame(s)" in w for w in result.warnings), result.warnings
-    # the faceless frames reuse the first found motion: same keypoints as frame 2
-    np.testing.assert_allclose(spy.all_kp[0], spy.all_kp[2], atol=1e-6)
-    np.testing.assert_allclose(spy.all_kp[1], spy.all_kp[2], atol=1e-6)
+    result = engine.animate(SOURCE, clip, output_dir=work / "crop", batch_size=2, progress=False)
+    assert result.frames == 2 and len(spy.all_kp) == 2
+    assert any("no face in the first 2 driving frame(s)" in w for w in result.warnings), result.warnings
+    with VideoReader(result.paths[0]) as reader:
+        assert sum(1 for _ in reader) == 2
+    # relative motion starts at the first kept frame: frame 2 gives the source's own keypoints back
+    assert not np.allclose(spy.all_kp[0], spy.all_kp[1], atol=1e-4)
 
 
 def test_huge_source_is_downscaled(engine: LivePortrait, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,7 +88,8 @@ def test_options_reach_the_engine(models_dir: Path, tmp_path: Path, capsys: pyte
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """--no-relative-motion changes the keypoints handed to the warp; --face-index out of range fails (exit 1)."""
     driving = tmp_path / "pose.png"
-    cv2.imwrite(str(driving), cv2.cvtColor(driving_frames()[1], cv2.COLOR_RGB2BGR))  # black: large motion
+    # black (large motion) and square, so it is taken as a face crop: a non-square one would be cropped to a face
+    cv2.imwrite(str(driving), cv2.cvtColor(driving_frames()[1][:, :144], cv2.COLOR_RGB2BGR))
     spy = WarpSpy().install(monkeypatch)
     base = ["-s", str(SOURCE), "-d", str(driving), "--models", str(models_dir), "--device", "cpu", "--quiet",
             "--no-concat"]

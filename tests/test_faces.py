@@ -288,5 +288,5 @@ def test_landmark203_follows_roll():
 
 def test_landmark203_rejects_unknown_seed():
     sess = FakeSession("input", [1, 3, 224, 224], [np.zeros((1, 406))])
-    with pytest.raises(ValueError, match="7 landmarks"):
+    with pytest.raises(ValueError, match="unsupported landmark count 7"):
         Landmark203(sess).predict(np.zeros((64, 64, 3), np.uint8), np.zeros((7, 2)))

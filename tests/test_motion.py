@@ -411,7 +411,7 @@ def test_lip_array_constant_matches_upstream_values() -> None:
 def test_options_defaults_and_validation() -> None:
     o = AnimationOptions()
     assert (o.flag_relative_motion, o.flag_stitching, o.flag_normalize_lip) == (True, True, False)
-    assert (o.animation_region, o.driving_option, o.crf, o.output_fps) == ("all", "expression-friendly", 15, 25.0)
+    assert (o.animation_region, o.driving_option, o.crf, o.output_fps) == ("all", "expression-friendly", 18, 25.0)
     assert o.driving_smooth_observation_variance == 3e-7 and o.lip_normalize_threshold == 0.03
     assert (o.scale, o.vy_ratio, o.scale_crop_driving_video, o.vy_ratio_crop_driving_video) == (2.3, -0.125, 2.2, -0.1)
     with pytest.raises(ValueError, match="animation_region"):

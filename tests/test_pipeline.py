@@ -127,7 +127,7 @@ class WarpSpy:
 def face_mask(engine: LivePortrait, image_rgb: np.ndarray, options: AnimationOptions | None = None) -> np.ndarray:
     """H×W paste-back weight of the largest face, computed independently of the pipeline's own mask."""
     o = options or AnimationOptions()
-    lmk = engine.animator.analyzer(o.det_thresh).faces(image_rgb)[0]
+    lmk = engine.animator.analyzer(o.det_thresh).faces(image_rgb)[0].lmk106  # a still is cropped on these
     params = CropParams(dsize=512, scale=o.scale, vx_ratio=o.vx_ratio, vy_ratio=o.vy_ratio, flag_do_rot=o.flag_do_rot)
     crop = crop_face(image_rgb, lmk, params)
     h, w = image_rgb.shape[:2]
