@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.api import LivePortrait
+from runtime.api import AnimationError, LivePortrait
 from runtime.crop import CropParams, crop_face
 from runtime.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from runtime.media import VideoReader, VideoWriter, load_image_rgb
@@ -299,3 +299,33 @@ def test_driving_image_is_image_to_image(engine: LivePortrait, work: Path) -> No
     assert np.abs(image - source)[mask >= 0.999].mean() > 20
     assert np.abs(image - source)[mask == 0].mean() < 4  # JPEG loss only
     assert not list((work / "i2i").glob("*.mp4"))
+
+
+def test_video_source_follows_the_official_frame_rules(engine: LivePortrait, work: Path, clip: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Video source: a leading frame without a face is dropped (the rest stay aligned with their crops); the
+    concat shows driving crop | source crop | result; without cropping the frames are resized whole and the
+    output is the network's 512² image (no paste-back)."""
+    still = load_image_rgb(SOURCE)
+    source_video = write_clip(work / "source_blackstart.mp4", [np.zeros_like(still), still, still], fps=20)
+    WarpSpy().install(monkeypatch)
+    result = engine.animate(source_video, clip, output_dir=work / "v2v_skip", batch_size=2, progress=False)
+    assert result.frames == 2, result  # 3 source frames, the first faceless; 3 driving frames
+    assert any("no face in the first 1 source frame(s)" in w for w in result.warnings), result.warnings
+    frames = stream_info(result.paths[0]).frames
+    assert len(frames) == 2
+    mask = face_mask(engine, still) == 0
+    for frame in frames:  # pasted onto the matching (non-black) frame: the background is the portrait's
+        assert np.abs(frame.astype(float) - still)[mask].mean() < 4
+    concat = stream_info(result.paths[1]).frames[0]
+    assert concat.shape == (512, 1536, 3)
+    source_panel = concat[:, 512:1024].astype(float)
+    assert source_panel.mean() > 40  # the source crop, not the black frame
+
+    no_crop = AnimationOptions(flag_do_crop=False)
+    with pytest.raises(AnimationError, match="first frame of the source video"):  # upstream raises here too
+        engine.animate(source_video, clip, options=no_crop, output_dir=work / "v2v_nocrop", progress=False)
+    faces_from_start = write_clip(work / "source_face.mp4", [still, still], fps=20)
+    uncropped = engine.animate(faces_from_start, clip, options=no_crop, output_dir=work / "v2v_nocrop",
+                               batch_size=2, progress=False, write_concat=False)
+    assert uncropped.frames == 2 and stream_info(uncropped.paths[0]).frames[0].shape == (512, 512, 3)
