@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.editing import EditParams, PortraitEditor
 from runtime.media import (
     MediaError,
     VideoReader,
@@ -124,6 +125,15 @@ class LivePortrait:
                                       stats=RunStats())
         for rendered in self.animator.image_to_video(faces, source, motions, options):
             yield rendered.frame
+
+    def portrait_editor(self, source: str | Path | np.ndarray, options: AnimationOptions | None = None,
+                        face_index: int = 0) -> PortraitEditor:
+        """Prepare a photo (path or RGB uint8 array) once for slider edits; see runtime.editing.
+
+        options None means the official editing panel's crop (scale 2.5); stitching and cropping follow `options`.
+        """
+        image = load_image_rgb(source) if isinstance(source, (str, Path)) else np.asarray(source)
+        return PortraitEditor(self.animator, image, options, face_index)
 
     # --------------------------------------------------------------- file API
     def animate(self, source: str | Path, driving: str | Path, options: AnimationOptions | None = None,
@@ -495,4 +505,5 @@ def _template_from(motions: list[DrivingMotion], fps: float) -> Template:
     return Template.from_kp_info(info, eye, lip, fps)
 
 
-__all__ = ["AnimationCancelled", "AnimationError", "AnimationResult", "LivePortrait", "MediaError", "Progress"]
+__all__ = ["AnimationCancelled", "AnimationError", "AnimationResult", "EditParams", "LivePortrait", "MediaError",
+           "PortraitEditor", "Progress"]
