@@ -17,6 +17,19 @@ from pathlib import Path
 
 SUBCOMMANDS = ("animate", "edit", "export", "bench", "doctor")
 
+# The checkpoints `cli.py export` reads, relative to the weights folder (kept torch-free here; a test checks them
+# against export/).
+WEIGHT_FILES = (
+    "liveportrait/base_models/appearance_feature_extractor.pth",
+    "liveportrait/base_models/motion_extractor.pth",
+    "liveportrait/base_models/warping_module.pth",
+    "liveportrait/base_models/spade_generator.pth",
+    "liveportrait/retargeting_models/stitching_retargeting_module.pth",
+    "liveportrait/landmark.onnx",
+    "insightface/models/buffalo_l/det_10g.onnx",
+    "insightface/models/buffalo_l/2d106det.onnx",
+)
+
 # Help for each animation option (names are the runtime's AnimationOptions fields).
 OPTION_HELP = {
     "flag_relative_motion": "relative motion: the driving motion is applied relative to its first frame",
@@ -124,10 +137,71 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
     add_animation_options(parser)
 
 
+def _exporter():
+    """export.export_all.export_models when the exporter (and so PyTorch) is importable, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        from export.export_all import export_models
+    except ImportError:
+        return None
+    return export_models
+
+
+def ensure_models(models_dir: Path, weights_dir: Path, auto_export: bool) -> None:
+    """First run: export models_dir from weights_dir when it has no manifest yet, or raise ModelsError saying how.
+
+    Exports only when every checkpoint is present, the exporter (PyTorch) is importable and auto_export is on;
+    progress goes to stderr.
+    """
+    from runtime.manifest import MANIFEST_NAME, ModelsError
+
+    models_dir, weights_dir = Path(models_dir), Path(weights_dir)
+    if (models_dir / MANIFEST_NAME).is_file():
+        return
+    export_cmd = f"python cli.py export --weights {weights_dir} --out {models_dir}"
+    head = f"models folder {models_dir} has no {MANIFEST_NAME} (nothing exported yet)"
+    missing = [f for f in WEIGHT_FILES if not (weights_dir / f).is_file()]
+    if missing:
+        raise ModelsError(
+            f"{head}, and {weights_dir}/ lacks {len(missing)} checkpoint file(s) to export them from: "
+            f"{', '.join(missing)}.\nPut the official LivePortrait weights there (or random test weights: "
+            f"python -m export.fixtures --out {weights_dir}), then run: {export_cmd}")
+    export_models = _exporter()
+    if export_models is None:
+        raise ModelsError(f"{head}. The checkpoints in {weights_dir}/ are there, but exporting needs PyTorch "
+                          f"(pip install torch). Then run: {export_cmd}")
+    if not auto_export:
+        raise ModelsError(f"{head} (--no-auto-export). Run: {export_cmd}")
+    print(f"{head}: exporting the ONNX graphs from {weights_dir}/ first (once; takes a few minutes) ...",
+          file=sys.stderr)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    from export.checkpoints import CheckpointError
+    from export.export_all import ExportError
+
+    try:
+        export_models(weights_dir, models_dir, log=log)
+    except (ExportError, CheckpointError) as exc:
+        raise ModelsError(f"automatic export from {weights_dir}/ failed: {exc}") from exc
+    if not (models_dir / MANIFEST_NAME).is_file():
+        raise ModelsError(f"automatic export finished without writing {models_dir / MANIFEST_NAME}")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--models, --device: where the graphs come from and where they run."""
+    """--models, --weights, --no-auto-export, --device: where the graphs come from and where they run."""
     parser.add_argument("--models", type=Path, default=Path("models_onnx"),
                         help="folder of exported graphs + manifest.json (default: models_onnx/)")
+    parser.add_argument("--weights", type=Path, default=Path("pretrained_weights"),
+                        help="checkpoints to export from on the first run, when --models has no manifest.json "
+                             "(default: pretrained_weights/)")
+    parser.add_argument("--no-auto-export", dest="auto_export", action="store_false",
+                        help="never export automatically; fail with the commands to run instead (default: export when "
+                             "the manifest is missing and the weights are there)")
     parser.add_argument("--device", default="auto",
                         choices=["auto", "cuda", "tensorrt", "coreml", "openvino", "directml", "cpu"],
                         help="execution device; auto = CUDA, then CoreML, then CPU (default: auto)")
@@ -175,6 +249,7 @@ def run_edit(args: argparse.Namespace) -> int:
         return 2
     output = args.output or Path("animations") / f"{args.source.stem}--edit.png"
     try:
+        ensure_models(args.models, args.weights, args.auto_export)
         engine = LivePortrait(args.models, device=args.device)
         editor = engine.portrait_editor(args.source, options=options, face_index=args.face_index)
         path = write_image_rgb(output, editor.render(params, paste_back=args.paste_back))
@@ -195,6 +270,7 @@ def run_animate(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AnimationOptions)}
     try:
         options = AnimationOptions(**values)
+        ensure_models(args.models, args.weights, args.auto_export)
         engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
                               coreml_units=args.coreml_units, strict_device=args.strict_device,
                               cuda_graph_batch=(args.batch_size or 8) if args.cuda_graph else 0)
