@@ -200,7 +200,7 @@ class Animator:
         """Decide the crop of a driving clip (see DrivingPlan); a landmark pre-pass runs when it crops or when
         retargeting/templates need the driving face's points."""
         crop = options.flag_crop_driving_video or not square
-        if not crop and not need_lmks:
+        if not driving_prepass_needed(options, square, need_lmks):
             return DrivingPlan()
         tracker = LandmarkTracker(self.analyzer(options.det_thresh))
         raw = [tracker(frame) for frame in frames]
@@ -418,6 +418,12 @@ class SourceTrack:
     lmks: list[np.ndarray] = field(default_factory=list)
     ratio_lmks: list[np.ndarray] | None = field(default_factory=list)
     infos: list[KpInfo] = field(default_factory=list)
+
+
+def driving_prepass_needed(options: AnimationOptions, square: bool, need_lmks: bool) -> bool:
+    """Whether a driving clip's landmarks are tracked before its motion: to crop it (flag, or not square) or
+    because retargeting/templates need its eye/lip ratios."""
+    return options.flag_crop_driving_video or not square or need_lmks
 
 
 def pastes_back(options: AnimationOptions) -> bool:
