@@ -167,9 +167,7 @@ class PortraitEditor:
         self.stages = animator.stages
         self.image = animator.source_image(np.asarray(image_rgb), self.options)
         self.face: SourceFace = animator.source_faces(self.image, self.options, face_index)[0]
-        lmk = self.face.lmk
-        if lmk is None:  # --no-do-crop: the photo is the crop; find its landmarks once for the ratios
-            lmk = animator.analyzer(self.options.det_thresh).first_face(self.image)
+        lmk = self.face.lmk  # with --no-do-crop too: source_faces finds the photo's landmarks for the ratios
         self.lmk = lmk
         self._mask = self.face.mask
         crop = self.face.crop
