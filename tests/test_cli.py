@@ -114,7 +114,7 @@ def test_subprocess_failure_exit_code_and_message(tmp_path: Path) -> None:
     """A real process: the error goes to stderr, the exit code is 1, no traceback."""
     proc = subprocess.run(
         [sys.executable, "cli.py", "-s", str(SOURCE), "-d", str(SOURCE), "--models", str(tmp_path / "none"),
-         "--device", "cpu"],
+         "--weights", str(tmp_path / "no-weights"), "--device", "cpu"],  # nothing to export from, wherever it runs
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1
