@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""liveportrait-onnx command line: animate (default) | export | bench | doctor.
+"""liveportrait-onnx command line: animate (default) | export | bench | doctor | serve.
 
     python cli.py -s photo.jpg -d driving.mp4          # animate: writes animations/photo--driving.mp4
     python cli.py export --weights pretrained_weights  # official checkpoints -> models_onnx/
     python cli.py bench                                 # per-stage timings and ratios vs PyTorch
     python cli.py doctor                                # what this machine can run, and how fast
+    python cli.py serve                                 # web page + REST API on http://127.0.0.1:8890
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = ("animate", "export", "bench", "doctor")
+SUBCOMMANDS = ("animate", "export", "bench", "doctor", "serve")
 
 # Help for each animation option (names are the runtime's AnimationOptions fields).
 OPTION_HELP = {
@@ -161,13 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "animate")
     parser = argparse.ArgumentParser(
         prog="cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{animate,export,bench,doctor}")
+    sub = parser.add_subparsers(dest="command", metavar="{animate,export,bench,doctor,serve}")
     animate = sub.add_parser("animate", help="animate a portrait with a driving video/image/template (default)",
                              formatter_class=_DefaultsFormatter)
     build_animate_parser(animate)
     export = sub.add_parser("export", help="export official checkpoints to verified ONNX graphs")
     bench = sub.add_parser("bench", help="time every stage and compare with the PyTorch reference")
     doctor = sub.add_parser("doctor", help="check the install, providers, models and per-provider placement")
+    serve = sub.add_parser("serve", help="web page and REST API (FastAPI + Gradio) on one job queue")
     if not argv:
         parser.print_help()
         return 2
@@ -192,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
 
         add_arguments(doctor)
         return run(parser.parse_args(argv))
+    if command == "serve":
+        from runtime.server import add_arguments, run
+
+        add_arguments(serve)
+        args = parser.parse_args(argv)
+        if "ensure_models" in globals():  # exports on first run, or stops with the fix
+            globals()["ensure_models"](args.models, args.weights, args.auto_export)
+        return run(args)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
