@@ -82,6 +82,8 @@ def prometheus(service: JobService) -> str:
               f"lp_job_run_seconds_total {run:.3f}",
               "# HELP lp_frames_per_second Frames per second of job run time since start.",
               "# TYPE lp_frames_per_second gauge", f"lp_frames_per_second {rate:.4f}",
+              "# HELP lp_editor_cache_size Portrait editors kept for slider edits.",
+              "# TYPE lp_editor_cache_size gauge", f"lp_editor_cache_size {len(service.editors)}",
               "# HELP lp_ready 1 once the models are loaded.", "# TYPE lp_ready gauge",
               f"lp_ready {int(service.ready)}"]
     return "\n".join(lines) + "\n"

@@ -65,7 +65,7 @@ def serve(settings: Settings) -> int:
         app, _ = build(settings, work_dir)
         log.info("serving on http://%s:%d (API docs at /docs), work folder %s", settings.host, settings.port, work_dir)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10)
-    finally:
-        if owned:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    finally:  # job records live in memory: their files are unreachable once the process ends
+        for folder in ([work_dir] if owned else [work_dir / name for name in ("jobs", "edit", "ui")]):
+            shutil.rmtree(folder, ignore_errors=True)
     return 0

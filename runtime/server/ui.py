@@ -200,7 +200,7 @@ def editing_tab(service: JobService) -> None:
         with gr.Column():
             photo = gr.Image(type="filepath", label="Photo to edit", elem_id="edit-source")
             paste_back = gr.Checkbox(True, label="paste-back")
-            reset = gr.Button("Reset", elem_id="edit-reset")
+            reset_button = gr.Button("Reset", elem_id="edit-reset")
         with gr.Column():
             result = gr.Image(type="numpy", label="Edited", interactive=False, elem_id="edit-result",
                               format="png")
@@ -213,20 +213,7 @@ def editing_tab(service: JobService) -> None:
                                      step=EDIT_STEP.get(name, 0.5), elem_id=f"edit-{name.replace('_', '-')}",
                                      min_width=220))
 
-    def measured(path: str | None) -> list[Any]:
-        """Slider values that reproduce the photo: its own eye/lip ratios, every other edit at rest."""
-        if not path:
-            return [gr.Slider() for _ in sliders]
-        try:
-            with open(path, "rb") as fh:
-                editor = service.editor_for(fh)
-        except ServiceError as exc:
-            raise gr.Error(exc.detail) from exc
-        values = dataclasses.asdict(defaults) | {"eye_ratio": round(float(editor.source_eye_ratio), 2),
-                                                  "lip_ratio": round(float(editor.source_lip_ratio), 2)}
-        return [values[name] for name in EDIT_FIELDS]
-
-    def render(path: str | None, paste: bool, *values: float):
+    def render(path: str | None, paste: bool, *values: float) -> Any:
         if not path:
             return None
         params = EditParams(**dict(zip(EDIT_FIELDS, values, strict=True)))
@@ -236,11 +223,24 @@ def editing_tab(service: JobService) -> None:
         except ServiceError as exc:
             raise gr.Error(exc.detail) from exc
 
-    photo.upload(measured, photo, sliders, api_visibility="private").then(
-        render, [photo, paste_back, *sliders], result, api_visibility="private")
-    reset.click(measured, photo, sliders, api_visibility="private").then(
-        render, [photo, paste_back, *sliders], result, api_visibility="private")
-    gr.on([s.release for s in sliders] + [paste_back.change], render, [photo, paste_back, *sliders], result,
+    def reset(path: str | None, paste: bool) -> list[Any]:
+        """Sliders at values that reproduce the photo (its own eye/lip ratios, no other edit), and that render."""
+        if not path:
+            return [gr.Slider() for _ in sliders] + [None]
+        try:
+            with open(path, "rb") as fh:
+                editor = service.editor_for(fh)
+        except ServiceError as exc:
+            raise gr.Error(exc.detail) from exc
+        values = dataclasses.asdict(defaults) | {"eye_ratio": round(float(editor.source_eye_ratio), 2),
+                                                  "lip_ratio": round(float(editor.source_lip_ratio), 2)}
+        ordered = [values[name] for name in EDIT_FIELDS]
+        return [*ordered, render(path, paste, *ordered)]
+
+    # .input fires while the user drags (not for values set by reset); always_last drops renders gone stale
+    photo.upload(reset, [photo, paste_back], [*sliders, result], api_visibility="private")
+    reset_button.click(reset, [photo, paste_back], [*sliders, result], api_visibility="private")
+    gr.on([s.input for s in sliders] + [paste_back.input], render, [photo, paste_back, *sliders], result,
           trigger_mode="always_last", show_progress="hidden", api_visibility="private")
 
 
