@@ -7,6 +7,7 @@ that the server still answers afterwards.
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 import time
@@ -110,6 +111,23 @@ def assert_error(response: httpx.Response, status_code: int, *words: str) -> dic
     return body
 
 
+def test_settings_from_flags_and_environment() -> None:
+    from runtime.server.settings import add_arguments, from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, environ={"LP_MAX_QUEUE": "3", "LP_API_KEY": "k", "LP_UI": "false",
+                                   "LP_CORS_ORIGIN": "http://a.example, http://b.example", "LP_JOB_TIMEOUT": "12.5"})
+    settings = from_args(parser.parse_args([]))
+    assert (settings.max_queue, settings.api_key, settings.ui, settings.job_timeout) == (3, "k", False, 12.5)
+    assert settings.cors_origin == ("http://a.example", "http://b.example") and settings.host == "127.0.0.1"
+    settings = from_args(parser.parse_args(["--max-queue", "5", "--ui", "--cors-origin", "http://c.example"]))
+    assert (settings.max_queue, settings.ui, settings.cors_origin) == (5, True, ("http://c.example",))
+    with pytest.raises(ValueError, match="LP_WORKERS"):
+        add_arguments(argparse.ArgumentParser(), environ={"LP_WORKERS": "many"})
+    with pytest.raises(ValueError, match="workers"):
+        from_args(parser.parse_args(["--workers", "0"]))
+
+
 def test_health_docs_info_metrics(server: Server) -> None:
     assert_serving(server)
     assert httpx.get(server.url + "/readyz", timeout=5).json()["status"] == "ready"
@@ -124,6 +142,8 @@ def test_health_docs_info_metrics(server: Server) -> None:
     assert info["graphs"]["warping_spade"]["precision"] == "fp32"
     assert info["limits"]["max_queue"] == 1 and info["limits"]["api_key_required"] is True
     assert "onnxruntime" in info["versions"] and "fastapi" in info["versions"]
+    cors = httpx.get(server.url + "/healthz", headers={"Origin": "http://elsewhere.example"}, timeout=5)
+    assert "access-control-allow-origin" not in cors.headers  # CORS is off without --cors-origin
     metrics = httpx.get(server.url + "/metrics", timeout=5).text
     assert "lp_queue_length 0" in metrics and 'lp_jobs{state="running"}' in metrics and "lp_ready 1" in metrics
 

@@ -25,8 +25,8 @@ class Settings:
     port: int = field(default=8890, metadata={"help": "TCP port"})
     models: Path = field(default=Path("models_onnx"), metadata={"help": "folder of exported graphs"})
     weights: Path = field(default=Path("pretrained_weights"),
-                          metadata={"help": "official checkpoints, exported on first run with --auto-export"})
-    auto_export: bool = field(default=False, metadata={"help": "export the models on first run when missing"})
+                          metadata={"help": "checkpoints to export from on the first run (no manifest in --models)"})
+    auto_export: bool = field(default=True, metadata={"help": "export on the first run when the weights are there"})
     device: str = field(default="auto", metadata={"help": "execution device", "choices": DEVICES})
     precision: str = field(default="auto", metadata={"help": "graph precision", "choices": ("auto", "fp32", "fp16")})
     threads: int = field(default=0, metadata={"help": "CPU threads per graph (0 = onnxruntime's choice)"})

@@ -24,11 +24,13 @@ from runtime.options import ANIMATION_REGIONS, DRIVING_OPTIONS, AnimationOptions
 from .errors import ServiceError  # noqa: E402
 from .jobs import JobService  # noqa: E402
 from .settings import Settings  # noqa: E402
+from .uploads import sniff_extension  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[2] / "tests" / "assets"
 EXAMPLES = (ASSETS / "source_astronaut.png", ASSETS / "driving_carphone.mp4")
 DEFAULTS = AnimationOptions()
 POLL_S = 0.25
+OUTPUT_BUTTONS = ["download", "fullscreen"]  # no "share": nothing leaves this server
 # Font stacks the browser already has: the page never fetches a web font.
 THEME_FONT = ("ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif")
 THEME_MONO = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace")
@@ -47,11 +49,35 @@ def theme() -> gr.themes.Base:
     return gr.themes.Base(primary_hue="indigo", font=THEME_FONT, font_mono=THEME_MONO)
 
 
-def _pick_inputs(source_tab: str, driving_tab: str, source_image: str | None, source_video: str | None,
-                 driving_video: str | None, driving_image: str | None, driving_template: str | None) -> tuple[str, str]:
+def file_path(value: Any) -> str | None:
+    """The uploaded file's path in an unprocessed component value (image, video or file data).
+
+    Handlers take raw values (preprocess=False) so that our content sniffing, not an image library's exception,
+    words the error for a bad upload; Gradio has already checked that the path lies in its upload folder.
+    """
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, dict):
+        inner = value.get("video") if isinstance(value.get("video"), dict) else value
+        return inner.get("path")
+    return getattr(value, "path", None)
+
+
+def check_upload(value: Any, role: str) -> None:
+    """Say at once, in words, when an upload is not what its box expects (the type comes from the bytes)."""
+    path = file_path(value)
+    if path:
+        try:
+            sniff_extension(Path(path), role)
+        except ServiceError as exc:
+            raise gr.Error(exc.detail) from exc
+
+
+def _pick_inputs(source_tab: str, driving_tab: str, source_image: Any, source_video: Any, driving_video: Any,
+                 driving_image: Any, driving_template: Any) -> tuple[str, str]:
     """The files of the selected tabs, or a readable error saying what is missing."""
-    source = source_video if source_tab == "video" else source_image
-    driving = {"video": driving_video, "image": driving_image, "template": driving_template}[driving_tab]
+    source = file_path(source_video if source_tab == "video" else source_image)
+    driving = file_path({"video": driving_video, "image": driving_image, "template": driving_template}[driving_tab])
     if not source:
         raise gr.Error(f"Upload a source {source_tab} first.")
     if not driving:
@@ -94,7 +120,8 @@ def build_blocks(service: JobService, settings: Settings) -> gr.Blocks:
     with gr.Blocks(title="LivePortrait (ONNX)", delete_cache=(int(max(60, settings.result_ttl / 4)),
                                                                 int(settings.result_ttl))) as demo:
         gr.Markdown("# LivePortrait (ONNX Runtime)\nAnimate a portrait with a driving video, image or motion "
-                    "template, or edit its expression and pose on the **Portrait editing** tab.")
+                    "template, or edit its expression and pose on the **Portrait editing** tab. "
+                    "The same jobs over HTTP: [REST API](/docs).")
         with gr.Tab("Animation", id="animation"):
             animation_tab(service)
         with gr.Tab("Portrait editing", id="editing"):
@@ -160,11 +187,12 @@ def animation_tab(service: JobService) -> None:
             out_video = gr.Video(label="Animated (pasted back)", elem_id="result-video", buttons=["download"],
                                  interactive=False)
             out_image = gr.Image(label="Animated (pasted back)", visible=False, elem_id="result-image",
-                                 interactive=False)
+                                 interactive=False, buttons=OUTPUT_BUTTONS)
         with gr.Column():
             out_concat = gr.Video(label="Driving | source | result", elem_id="concat-video", buttons=["download"],
                                   interactive=False)
-            out_concat_image = gr.Image(label="Driving | source | result", visible=False, interactive=False)
+            out_concat_image = gr.Image(label="Driving | source | result", visible=False, interactive=False,
+                                        buttons=OUTPUT_BUTTONS)
     clear.add([source_image, source_video, driving_video, driving_image, driving_template, out_video, out_concat,
                out_image, out_concat_image])
     if all(p.is_file() for p in EXAMPLES):
@@ -174,8 +202,13 @@ def animation_tab(service: JobService) -> None:
     widgets = [do_crop, scale, vx, vy, crop_driving, d_scale, d_vx, d_vy, normalize_lip, relative, pasteback,
                stitching, region, driving_option, multiplier, smooth]
 
-    def on_animate(s_tab: str, d_tab: str, s_img: str | None, s_vid: str | None, d_vid: str | None,
-                   d_img: str | None, d_tpl: str | None, *values: Any, progress: gr.Progress = gr.Progress()):
+    for box, role in ((source_image, "source"), (source_video, "source"), (driving_video, "driving"),
+                      (driving_image, "driving"), (driving_template, "driving")):
+        box.upload(lambda value, role=role: check_upload(value, role), box, None, preprocess=False,
+                   api_visibility="private")
+
+    def on_animate(s_tab: str, d_tab: str, s_img: Any, s_vid: Any, d_vid: Any, d_img: Any, d_tpl: Any,
+                   *values: Any, progress: gr.Progress = gr.Progress()):
         source, driving = _pick_inputs(s_tab, d_tab, s_img, s_vid, d_vid, d_img, d_tpl)
         try:
             options = DEFAULTS.replace(**dict(zip(ANIMATE_FIELDS, values, strict=True)))
@@ -190,7 +223,7 @@ def animation_tab(service: JobService) -> None:
 
     animate.click(on_animate, [source_tab, driving_tab, source_image, source_video, driving_video, driving_image,
                                driving_template, *widgets], [out_video, out_concat, out_image, out_concat_image],
-                  concurrency_limit=None, api_visibility="private")
+                  concurrency_limit=None, api_visibility="private", preprocess=False)
 
 
 def editing_tab(service: JobService) -> None:
@@ -203,7 +236,7 @@ def editing_tab(service: JobService) -> None:
             reset_button = gr.Button("Reset", elem_id="edit-reset")
         with gr.Column():
             result = gr.Image(type="numpy", label="Edited", interactive=False, elem_id="edit-result",
-                              format="png")
+                              format="png", buttons=OUTPUT_BUTTONS)
     sliders = []
     with gr.Row():
         for name in EDIT_FIELDS:
@@ -213,7 +246,8 @@ def editing_tab(service: JobService) -> None:
                                      step=EDIT_STEP.get(name, 0.5), elem_id=f"edit-{name.replace('_', '-')}",
                                      min_width=220))
 
-    def render(path: str | None, paste: bool, *values: float) -> Any:
+    def render(photo_value: Any, paste: bool, *values: float) -> Any:
+        path = file_path(photo_value)
         if not path:
             return None
         params = EditParams(**dict(zip(EDIT_FIELDS, values, strict=True)))
@@ -223,8 +257,9 @@ def editing_tab(service: JobService) -> None:
         except ServiceError as exc:
             raise gr.Error(exc.detail) from exc
 
-    def reset(path: str | None, paste: bool) -> list[Any]:
+    def reset(photo_value: Any, paste: bool) -> list[Any]:
         """Sliders at values that reproduce the photo (its own eye/lip ratios, no other edit), and that render."""
+        path = file_path(photo_value)
         if not path:
             return [gr.Slider() for _ in sliders] + [None]
         try:
@@ -238,10 +273,10 @@ def editing_tab(service: JobService) -> None:
         return [*ordered, render(path, paste, *ordered)]
 
     # .input fires while the user drags (not for values set by reset); always_last drops renders gone stale
-    photo.upload(reset, [photo, paste_back], [*sliders, result], api_visibility="private")
-    reset_button.click(reset, [photo, paste_back], [*sliders, result], api_visibility="private")
+    photo.upload(reset, [photo, paste_back], [*sliders, result], api_visibility="private", preprocess=False)
+    reset_button.click(reset, [photo, paste_back], [*sliders, result], api_visibility="private", preprocess=False)
     gr.on([s.input for s in sliders] + [paste_back.input], render, [photo, paste_back, *sliders], result,
-          trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+          trigger_mode="always_last", show_progress="hidden", api_visibility="private", preprocess=False)
 
 
 def mount_ui(app: FastAPI, service: JobService, settings: Settings, work_dir: Path) -> FastAPI:
@@ -261,4 +296,4 @@ def mount_ui(app: FastAPI, service: JobService, settings: Settings, work_dir: Pa
                                show_error=True, max_file_size=settings.max_upload_bytes, ssr_mode=False,
                                mcp_server=False, pwa=False, theme=theme(), auth=auth,
                                auth_message="Log in with any user name and the server's API key as password.",
-                               footer_links=["api"])
+                               footer_links=[])
