@@ -6,6 +6,7 @@ change, and upload a text file as the portrait and read the error; the page must
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -48,6 +49,18 @@ def page(server: Server):
             browser.close()
 
 
+def save_screenshot(page, tmp_path: Path, name: str) -> Path:
+    """Full-page screenshot under the test's tmp folder (and $LP_TEST_ARTIFACTS when set, for CI to keep)."""
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    keep = os.environ.get("LP_TEST_ARTIFACTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / name)
+    print(f"\nscreenshot: {shot}")
+    return shot
+
+
 def poll(fn, timeout: float = WAIT_S, every: float = 0.5):
     """Call fn until it returns something truthy (bounded)."""
     deadline = time.monotonic() + timeout
@@ -73,8 +86,10 @@ def test_animate_in_the_browser(page, server: Server, tmp_path: Path) -> None:
                              ".map(e => e.innerText).join(' ')")
         if text:
             progress.append(text)
+        # videoWidth > 0 and no error: Chromium parsed the H.264 track, so it can play it
         return page.evaluate("""() => { const v = document.querySelector('#result-video video');
-            return v && v.src && v.readyState >= 1 && v.duration > 0 ? v.src : null }""")
+            return v && v.src && !v.error && v.readyState >= 1 && v.videoWidth > 0 && v.duration > 0 ? v.src : null
+        }""")
 
     src = poll(playable)
     assert any("frames" in t for t in progress), progress  # the bar showed the job's frame count
@@ -85,9 +100,7 @@ def test_animate_in_the_browser(page, server: Server, tmp_path: Path) -> None:
         assert len(list(reader)) == 2 and round(reader.fps) == 25
     concat = page.evaluate("() => document.querySelector('#concat-video video')?.src")
     assert concat and page.request.get(concat).ok
-    shot = tmp_path / "server_ui_animation.png"
-    page.screenshot(path=str(shot), full_page=True)
-    print(f"\nscreenshot: {shot}")
+    save_screenshot(page, tmp_path, "server_ui_animation.png")
     assert page.elsewhere == []
 
 
@@ -111,9 +124,7 @@ def test_editing_slider_changes_the_picture(page, tmp_path: Path) -> None:
     assert last_value > 0.5
     changed = poll(lambda: (src := result_src()) and src != first and src)
     assert changed != first
-    shot = tmp_path / "server_ui_editing.png"
-    page.screenshot(path=str(shot), full_page=True)
-    print(f"\nscreenshot: {shot}")
+    save_screenshot(page, tmp_path, "server_ui_editing.png")
 
 
 def test_text_file_as_portrait_shows_an_error(page, tmp_path: Path) -> None:
@@ -127,6 +138,4 @@ def test_text_file_as_portrait_shows_an_error(page, tmp_path: Path) -> None:
     message = poll(lambda: page.evaluate("() => [...document.querySelectorAll('.toast-body, .error')]"
                                          ".map(e => e.innerText).join(' ') || null"), timeout=60)
     assert "not an image" in message or "expected an image" in message, message
-    shot = tmp_path / "server_ui_error.png"
-    page.screenshot(path=str(shot), full_page=True)
-    print(f"\nscreenshot: {shot}")
+    save_screenshot(page, tmp_path, "server_ui_error.png")
