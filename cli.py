@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""liveportrait-onnx command line: animate (default) | export | bench | doctor | serve.
+"""liveportrait-onnx command line: animate (default) | edit | export | bench | doctor | serve.
 
     python cli.py -s photo.jpg -d driving.mp4          # animate: writes animations/photo--driving.mp4
+    python cli.py edit -s photo.jpg --yaw 10 --smile 0.5  # edit: writes animations/photo--edit.png
     python cli.py export --weights pretrained_weights  # official checkpoints -> models_onnx/
     python cli.py bench                                 # per-stage timings and ratios vs PyTorch
     python cli.py doctor                                # what this machine can run, and how fast
@@ -15,7 +16,20 @@ import dataclasses
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = ("animate", "export", "bench", "doctor", "serve")
+SUBCOMMANDS = ("animate", "edit", "export", "bench", "doctor", "serve")
+
+# The checkpoints `cli.py export` reads, relative to the weights folder (kept torch-free here; a test checks them
+# against export/).
+WEIGHT_FILES = (
+    "liveportrait/base_models/appearance_feature_extractor.pth",
+    "liveportrait/base_models/motion_extractor.pth",
+    "liveportrait/base_models/warping_module.pth",
+    "liveportrait/base_models/spade_generator.pth",
+    "liveportrait/retargeting_models/stitching_retargeting_module.pth",
+    "liveportrait/landmark.onnx",
+    "insightface/models/buffalo_l/det_10g.onnx",
+    "insightface/models/buffalo_l/2d106det.onnx",
+)
 
 # Help for each animation option (names are the runtime's AnimationOptions fields).
 OPTION_HELP = {
@@ -97,11 +111,7 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
                         help="driving video, driving image, or motion template (.npz ours; .pkl with --trust-pickle)")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("animations"),
                         help="output folder (default: animations/)")
-    parser.add_argument("--models", type=Path, default=Path("models_onnx"),
-                        help="folder of exported graphs + manifest.json (default: models_onnx/)")
-    parser.add_argument("--device", default="auto",
-                        choices=["auto", "cuda", "tensorrt", "coreml", "openvino", "directml", "cpu"],
-                        help="execution device; auto = CUDA, then CoreML, then CPU (default: auto)")
+    add_model_arguments(parser)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
                         help="graph precision; auto = fp16 variants on GPUs when exported, else fp32 (default: auto)")
     parser.add_argument("--coreml-units", default=None,
@@ -128,6 +138,129 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
     add_animation_options(parser)
 
 
+def _exporter():
+    """export.export_all.export_models when the exporter (and so PyTorch) is importable, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        from export.export_all import export_models
+    except ImportError:
+        return None
+    return export_models
+
+
+def ensure_models(models_dir: Path, weights_dir: Path, auto_export: bool) -> None:
+    """First run: export models_dir from weights_dir when it has no manifest yet, or raise ModelsError saying how.
+
+    Exports only when every checkpoint is present, the exporter (PyTorch) is importable and auto_export is on;
+    progress goes to stderr.
+    """
+    from runtime.manifest import MANIFEST_NAME, ModelsError
+
+    models_dir, weights_dir = Path(models_dir), Path(weights_dir)
+    if (models_dir / MANIFEST_NAME).is_file():
+        return
+    export_cmd = f"python cli.py export --weights {weights_dir} --out {models_dir}"
+    head = f"models folder {models_dir} has no {MANIFEST_NAME} (nothing exported yet)"
+    missing = [f for f in WEIGHT_FILES if not (weights_dir / f).is_file()]
+    if missing:
+        raise ModelsError(
+            f"{head}, and {weights_dir}/ lacks {len(missing)} checkpoint file(s) to export them from: "
+            f"{', '.join(missing)}.\nPut the official LivePortrait weights there (or random test weights: "
+            f"python -m export.fixtures --out {weights_dir}), then run: {export_cmd}")
+    export_models = _exporter()
+    if export_models is None:
+        raise ModelsError(f"{head}. The checkpoints in {weights_dir}/ are there, but exporting needs PyTorch "
+                          f"(pip install torch). Then run: {export_cmd}")
+    if not auto_export:
+        raise ModelsError(f"{head} (--no-auto-export). Run: {export_cmd}")
+    print(f"{head}: exporting the ONNX graphs from {weights_dir}/ first (once; takes a few minutes) ...",
+          file=sys.stderr)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    from export.checkpoints import CheckpointError
+    from export.export_all import ExportError
+
+    try:
+        export_models(weights_dir, models_dir, log=log)
+    except (ExportError, CheckpointError) as exc:
+        raise ModelsError(f"automatic export from {weights_dir}/ failed: {exc}") from exc
+    if not (models_dir / MANIFEST_NAME).is_file():
+        raise ModelsError(f"automatic export finished without writing {models_dir / MANIFEST_NAME}")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--models, --weights, --no-auto-export, --device: where the graphs come from and where they run."""
+    parser.add_argument("--models", type=Path, default=Path("models_onnx"),
+                        help="folder of exported graphs + manifest.json (default: models_onnx/)")
+    parser.add_argument("--weights", type=Path, default=Path("pretrained_weights"),
+                        help="checkpoints to export from on the first run, when --models has no manifest.json "
+                             "(default: pretrained_weights/)")
+    parser.add_argument("--no-auto-export", dest="auto_export", action="store_false",
+                        help="never export automatically; fail with the commands to run instead (default: export when "
+                             "the manifest is missing and the weights are there)")
+    parser.add_argument("--device", default="auto",
+                        choices=["auto", "cuda", "tensorrt", "coreml", "openvino", "directml", "cpu"],
+                        help="execution device; auto = CUDA, then CoreML, then CPU (default: auto)")
+
+
+def build_edit_parser(parser: argparse.ArgumentParser) -> None:
+    """Photo, output, models and one option per EditParams slider (ranges and defaults from runtime.editing)."""
+    from runtime.editing import EDIT_CROP_SCALE, EDIT_HELP, EDIT_RANGES, EditParams
+
+    parser.add_argument("-s", "--source", required=True, type=Path, help="the portrait photo to edit")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="output image, .png or .jpg (default: animations/<source>--edit.png)")
+    parser.add_argument("--no-paste-back", dest="paste_back", action="store_false",
+                        help="write the 512x512 face crop instead of the whole photo (default: the whole photo)")
+    add_model_arguments(parser)
+    parser.add_argument("--face-index", type=int, default=0, help="which face to edit, 0 = largest (default: 0)")
+    parser.add_argument("--scale", type=float, default=EDIT_CROP_SCALE,
+                        help=f"face crop scale (default: {EDIT_CROP_SCALE}, the official editing panel's)")
+    parser.add_argument("--no-stitching", dest="stitching", action="store_false",
+                        help="skip the stitching network, shoulders may then not line up with the photo (default: "
+                             "stitching on)")
+    group = parser.add_argument_group("sliders (the official retargeting panel's ranges)")
+    for field in dataclasses.fields(EditParams):
+        low, high = EDIT_RANGES[field.name]
+        default = "the photo's own" if field.default is None else f"{field.default:g}"
+        text = EDIT_HELP[field.name].split(" (default")[0]
+        group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=float, default=field.default,
+                           metavar="X", help=f"{text} [{low:g}, {high:g}] (default: {default})")
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    """Edit one photo and write the image atomically; exit 2 for a slider out of range, 1 for other failures."""
+    from runtime.api import AnimationError, LivePortrait, MediaError
+    from runtime.editing import EditParams
+    from runtime.manifest import ModelsError
+    from runtime.media import write_image_rgb
+    from runtime.options import AnimationOptions
+    from runtime.providers import DeviceError
+
+    try:
+        params = EditParams(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EditParams)})
+        options = AnimationOptions(scale=args.scale, flag_stitching=args.stitching)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output = args.output or Path("animations") / f"{args.source.stem}--edit.png"
+    try:
+        ensure_models(args.models, args.weights, args.auto_export)
+        engine = LivePortrait(args.models, device=args.device)
+        editor = engine.portrait_editor(args.source, options=options, face_index=args.face_index)
+        path = write_image_rgb(output, editor.render(params, paste_back=args.paste_back))
+    except (AnimationError, MediaError, ModelsError, DeviceError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
 def run_animate(args: argparse.Namespace) -> int:
     """Animate and report; exit 0 only when the output files were written."""
     from runtime.api import AnimationError, LivePortrait, MediaError
@@ -138,6 +271,7 @@ def run_animate(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AnimationOptions)}
     try:
         options = AnimationOptions(**values)
+        ensure_models(args.models, args.weights, args.auto_export)
         engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
                               coreml_units=args.coreml_units, strict_device=args.strict_device,
                               cuda_graph_batch=(args.batch_size or 8) if args.cuda_graph else 0)
@@ -162,10 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "animate")
     parser = argparse.ArgumentParser(
         prog="cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{animate,export,bench,doctor,serve}")
+    sub = parser.add_subparsers(dest="command", metavar="{animate,edit,export,bench,doctor,serve}")
     animate = sub.add_parser("animate", help="animate a portrait with a driving video/image/template (default)",
                              formatter_class=_DefaultsFormatter)
     build_animate_parser(animate)
+    edit = sub.add_parser("edit", help="edit a portrait with sliders: head pose, eyes, lips, smile, gaze",
+                          formatter_class=_DefaultsFormatter)
     export = sub.add_parser("export", help="export official checkpoints to verified ONNX graphs")
     bench = sub.add_parser("bench", help="time every stage and compare with the PyTorch reference")
     doctor = sub.add_parser("doctor", help="check the install, providers, models and per-provider placement")
@@ -179,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         animate.print_help()
         return 0
     command = argv[0]
+    if command == "edit":
+        build_edit_parser(edit)
+        return run_edit(parser.parse_args(argv))
     if command == "export":
         from export.export_all import add_arguments, run
 
@@ -195,12 +334,16 @@ def main(argv: list[str] | None = None) -> int:
         add_arguments(doctor)
         return run(parser.parse_args(argv))
     if command == "serve":
+        from runtime.manifest import ModelsError
         from runtime.server import add_arguments, run
 
         add_arguments(serve)
         args = parser.parse_args(argv)
-        if "ensure_models" in globals():  # exports on first run, or stops with the fix
-            globals()["ensure_models"](args.models, args.weights, args.auto_export)
+        try:
+            ensure_models(args.models, args.weights, args.auto_export)  # first run: export, or say how
+        except ModelsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return run(args)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from runtime.editing import EditParams, PortraitEditor
 from runtime.media import (
     MediaError,
     VideoReader,
@@ -44,6 +46,26 @@ from runtime.sessions import GPU_DEVICES, ModelSet
 from runtime.templates import Template, load_template, save_template
 
 TEMPLATE_SUFFIXES = (".npz", ".pkl")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running animate() call is, for progress bars and job status in servers.
+
+    stage: "source" (preparing the portrait / the source video pre-pass), "driving" (the driving landmark / motion
+    pre-pass, only when one runs), "animating" (frames rendered and handed to the writers).
+    """
+
+    stage: str
+    done: int
+    total: int | None
+
+
+class AnimationCancelled(AnimationError):
+    """The caller's cancel event was set; the run stopped and left no output file behind."""
+
+
+ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass
@@ -104,12 +126,26 @@ class LivePortrait:
         for rendered in self.animator.image_to_video(faces, source, motions, options):
             yield rendered.frame
 
+    def portrait_editor(self, source: str | Path | np.ndarray, options: AnimationOptions | None = None,
+                        face_index: int = 0) -> PortraitEditor:
+        """Prepare a photo (path or RGB uint8 array) once for slider edits; see runtime.editing.
+
+        options None means the official editing panel's crop (scale 2.5); stitching and cropping follow `options`.
+        """
+        image = load_image_rgb(source) if isinstance(source, (str, Path)) else np.asarray(source)
+        return PortraitEditor(self.animator, image, options, face_index)
+
     # --------------------------------------------------------------- file API
     def animate(self, source: str | Path, driving: str | Path, options: AnimationOptions | None = None,
                 output_dir: str | Path = "animations", face_index: int | None = None, batch_size: int = 0,
                 save_template: str | Path | None = None, trust_pickle: bool = False, write_concat: bool = True,
-                progress: bool = True) -> AnimationResult:
-        """Animate files; writes `<output_dir>/<source>--<driving>.mp4` (+ `_concat`) or `.jpg` for two images."""
+                progress: bool = True, on_progress: ProgressCallback | None = None,
+                cancel: threading.Event | None = None) -> AnimationResult:
+        """Animate files; writes `<output_dir>/<source>--<driving>.mp4` (+ `_concat`) or `.jpg` for two images.
+
+        `on_progress` gets a Progress at each stage's start, per frame while animating and at the end; a set `cancel`
+        event stops the run within one driving batch with AnimationCancelled (temp files are deleted).
+        """
         options = options or AnimationOptions()
         source, driving = Path(source), Path(driving)
         source_info = probe_media(source)
@@ -118,6 +154,8 @@ class LivePortrait:
         ensure_writable_folder(Path(output_dir) / "probe")
         size = batch_size or self.default_batch()
         run = _Run(self, options, source, driving, Path(output_dir), size, write_concat, progress)
+        run.on_progress, run.cancel = on_progress, cancel
+        run.check_cancel()
         if source_info.kind == "video":
             result = run.video_source(template, driving_info, face_index)
         elif template is not None:
@@ -228,11 +266,69 @@ class _Run:
         self.batch, self.write_concat, self.progress = batch, write_concat, progress
         self.stats = RunStats()
         self.template: Template | None = None
+        self.on_progress: ProgressCallback | None = None
+        self.cancel: threading.Event | None = None
+        self.source_frames: int | None = None  # a source video's declared frame count
+        self._prepass_pending = False  # a pre-pass will run lazily inside the first rendered batch
+        self._animating_total: tuple[int | None] | None = None  # set once the write loop waits for frames
+
+    def report(self, stage: str, done: int, total: int | None) -> None:
+        if self.on_progress is not None:
+            self.on_progress(Progress(stage, done, total if total is None or done <= total else None))
+
+    def check_cancel(self) -> None:
+        """Raise AnimationCancelled once the caller's event is set (called per frame and per batch)."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise AnimationCancelled("the animation was cancelled; no output was written")
+
+    def watched(self, make: Callable[[], Iterable[np.ndarray]], prepass: str | None,
+                total: int | None) -> Callable[[], Iterator[np.ndarray]]:
+        """Wrap a frames factory: every frame checks `cancel`; the first pass (a pre-pass) reports `prepass`."""
+        calls = itertools.count()
+        self._prepass_pending = self._prepass_pending or prepass is not None
+
+        def factory() -> Iterator[np.ndarray]:
+            stage = prepass if next(calls) == 0 else None
+            return self._frames(make(), stage, total)
+
+        return factory
+
+    def _frames(self, frames: Iterable[np.ndarray], stage: str | None, total: int | None) -> Iterator[np.ndarray]:
+        if stage is not None:
+            self.report(stage, 0, total)
+        done = 0
+        try:
+            for frame in frames:
+                self.check_cancel()
+                yield frame
+                done += 1
+                if stage is not None:
+                    self.report(stage, done, total)
+            if stage is not None:
+                self._prepass_done()
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    def _start_animating(self, total: int | None) -> None:
+        """The "animating" stage starts now, or when the pre-pass that the first batch triggers has finished."""
+        self._animating_total = (total,)
+        if not self._prepass_pending:
+            self.report("animating", 0, total)
+
+    def _prepass_done(self) -> None:
+        self._prepass_pending = False
+        if self._animating_total is not None:
+            self.report("animating", 0, self._animating_total[0])
 
     def _faces(self, face_index: int | None):
+        self.report("source", 0, 1)
         image = self.animator.source_image(load_image_rgb(self.source), self.options)
         faces = self.animator.source_faces(image, self.options, face_index)
         self.stats.source_faces = len(faces)
+        self.check_cancel()
+        self.report("source", 1, 1)
         return image, faces
 
     def _warnings(self) -> list[str]:
@@ -258,7 +354,9 @@ class _Run:
         try:
             sink = AsyncSink(lambda pair: [w.write(f) for w, f in zip(writers, pair, strict=False)], depth=16)
             try:
+                self._start_animating(total)
                 for rendered in frames:
+                    self.check_cancel()
                     if count == 0 and self.write_concat and rendered.driving_256 is not None:
                         concat = VideoWriter(concat_path, fps, crf=crf, audio_from=audio_from)
                         writers.append(concat)
@@ -268,11 +366,15 @@ class _Run:
                     sink.put(pair)
                     count += 1
                     bar.update(1)
+                    self.report("animating", count, total)
             finally:
                 sink.close()
             if count == 0:
                 raise AnimationError("no frames were produced (empty driving input)")
-            return [w.close() for w in writers]
+            self.check_cancel()
+            paths = [w.close() for w in writers]
+            self.report("animating", count, count)
+            return paths
         except BaseException:
             for w in writers:
                 w.abort()
@@ -291,6 +393,7 @@ class _Run:
         def frames():
             return VideoReader(self.driving)
 
+        frames = self.watched(frames, "driving" if need_lmks else None, driving_info.frame_count)
         motions = self.engine._motion_stream(frames, o, self.batch, need_lmks, keep_crops=self.write_concat,
                                              stats=self.stats, collect=collected)
         rendered = self.animator.image_to_video(faces, source_rgb, motions, o)
@@ -314,15 +417,19 @@ class _Run:
         source_rgb, faces = self._faces(face_index)
         driving_rgb = load_image_rgb(self.driving)
         need = self.options.any_retargeting or self.options.flag_crop_driving_video
-        motions = list(self.engine._motion_stream(lambda: [driving_rgb], self.options, 1, need, keep_crops=True,
+        frames = self.watched(lambda: [driving_rgb], "driving" if need else None, 1)
+        motions = list(self.engine._motion_stream(frames, self.options, 1, need, keep_crops=True,
                                                   stats=self.stats))
+        self.report("animating", 0, 1)
         rendered = next(iter(self.animator.image_to_video(faces, source_rgb, motions, self.options,
                                                           driving_is_video=False)))
+        self.check_cancel()
         main_path, concat_path = animation_paths(self.out, self.source, self.driving, suffix=".jpg")
         paths = [write_image_rgb(main_path, rendered.frame)]
         if self.write_concat:
             paths.append(write_image_rgb(concat_path, concat_frame(rendered.driving_256, rendered.source_crop,
                                                                    rendered.crop)))
+        self.report("animating", 1, 1)
         return AnimationResult(paths, "image->image", 1, 0.0, self._warnings())
 
     def video_to_video(self, driving: KpInfo, eye, lip, driving_is_video: bool, fps: float, face_index,
@@ -330,17 +437,32 @@ class _Run:
         def frames():
             return VideoReader(self.source)
 
+        frames = self.watched(frames, "source", self.source_frames)
         rendered = self.animator.video_to_video(frames, driving, eye, lip, self.options, driving_is_video,
                                                 driving_crops=crops_factory, face_index=face_index,
                                                 batch_size=self.batch, stats=self.stats)
         paths = self._write_video(rendered, fps, total, audio)
         return AnimationResult(paths, "video->video", self.stats.frames, fps, self._warnings())
 
+    def _driving_prepass(self, factory, need: bool, total: int | None) -> list[DrivingMotion]:
+        """Video source: the driving motion of every frame, batch by batch, reported as the "driving" stage."""
+        self.report("driving", 0, total)
+        motions: list[DrivingMotion] = []
+        done = 0
+        for motion in self.engine._motion_stream(factory, self.options, self.batch, need, keep_crops=False,
+                                                 stats=self.stats):
+            self.check_cancel()
+            motions.append(motion)
+            done += len(motion.info)
+            self.report("driving", done, total)
+        return motions
+
     def video_source(self, template: Template | None, driving_info, face_index: int | None) -> AnimationResult:
         """Source video: driving motion for every frame first (smoothing needs the sequence), then render."""
         o = self.options
         with VideoReader(self.source) as reader:
             fps, source_audio, source_count = reader.fps, reader.has_audio, reader.frame_count
+        self.source_frames = source_count
         need = o.any_retargeting or o.flag_crop_driving_video
         crops_factory = None
         if template is not None:
@@ -356,8 +478,8 @@ class _Run:
 
                 def factory():
                     return [image]
-            motions = list(self.engine._motion_stream(factory, o, self.batch, need, keep_crops=False,
-                                                      stats=self.stats))
+            motions = self._driving_prepass(self.watched(factory, None, None), need,
+                                            driving_info.frame_count if is_video else 1)
             info = KpInfo.concat([m.info for m in motions])
             eye = np.concatenate([m.eye for m in motions]) if motions[0].eye is not None else None
             lip = np.concatenate([m.lip for m in motions]) if motions[0].lip is not None else None
@@ -383,4 +505,5 @@ def _template_from(motions: list[DrivingMotion], fps: float) -> Template:
     return Template.from_kp_info(info, eye, lip, fps)
 
 
-__all__ = ["AnimationError", "AnimationResult", "LivePortrait", "MediaError"]
+__all__ = ["AnimationCancelled", "AnimationError", "AnimationResult", "EditParams", "LivePortrait", "MediaError",
+           "PortraitEditor", "Progress"]
