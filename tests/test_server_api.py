@@ -24,6 +24,7 @@ KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TTL_S = 40
 FINAL = ("done", "failed", "cancelled")
+KEPT: dict[str, tuple[str, float]] = {}  # a finished job left for the TTL test: id, finish time
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +246,7 @@ def test_two_jobs_queue_limit_results_and_ranges(server: Server, inputs: dict[st
     assert httpx.delete(f"{server.url}/v1/jobs/{a['id']}", headers=AUTH, timeout=10).status_code == 204
     assert job_files(server, a["id"]) == []
     assert_error(httpx.get(a["status_url"], headers=AUTH, timeout=5), 404)
-    test_two_jobs_queue_limit_results_and_ranges.kept = (b["id"], time.time())  # for the TTL test below
+    KEPT["ttl"] = (b["id"], time.time())  # for the TTL test below
     metrics = httpx.get(server.url + "/metrics", timeout=5).text
     assert 'lp_jobs_finished_total{state="done"} 2' in metrics and "lp_frames_total 3" in metrics
     assert_serving(server)
@@ -283,7 +284,7 @@ def test_edit_renders_and_caches_the_editor(server: Server, inputs: dict[str, Pa
 
 
 def test_results_expire_after_ttl(server: Server) -> None:
-    kept = getattr(test_two_jobs_queue_limit_results_and_ranges, "kept", None)
+    kept = KEPT.get("ttl")
     if kept is None:
         pytest.skip("needs the finished job of test_two_jobs_queue_limit_results_and_ranges")
     job_id, finished = kept

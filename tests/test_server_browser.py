@@ -139,3 +139,4 @@ def test_text_file_as_portrait_shows_an_error(page, tmp_path: Path) -> None:
                                          ".map(e => e.innerText).join(' ') || null"), timeout=60)
     assert "not an image" in message or "expected an image" in message, message
     save_screenshot(page, tmp_path, "server_ui_error.png")
+    assert page.elsewhere == []  # nothing fetched from other hosts during the whole module
