@@ -6,7 +6,6 @@ models. One LivePortrait instance serves every worker: onnxruntime sessions acce
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import shutil
@@ -18,10 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from runtime.api import AnimationCancelled, AnimationError, LivePortrait, Progress
+from runtime.editing import EditParams, PortraitEditor
 from runtime.media import MediaError, load_image_rgb
 from runtime.options import AnimationOptions
 
+from .editors import EditorCache, content_hash
 from .errors import ServiceError
 from .settings import Settings
 from .uploads import store_upload
@@ -29,14 +32,6 @@ from .uploads import store_upload
 log = logging.getLogger("liveportrait.server")
 
 FINAL_STATES = ("done", "failed", "cancelled")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -84,42 +79,6 @@ class Job:
         run = ((self.finished or now) - self.started) if self.started else None
         return {"created_at": self.created, "started_at": self.started, "finished_at": self.finished,
                 "wait_s": round(wait, 3), "run_s": None if run is None else round(run, 3)}
-
-
-class EditorCache:
-    """Portrait editors keyed by the photo's content hash: moving a slider costs one render, not a new crop."""
-
-    def __init__(self, engine: Callable[[], LivePortrait], size: int) -> None:
-        self._engine, self._size = engine, size
-        self._items: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._render_lock = threading.Lock()
-
-    def get(self, key: str, image_rgb_factory: Callable[[], Any]) -> Any:
-        """The cached editor for `key`, built from the decoded photo on a miss (least recently used goes)."""
-        with self._lock:
-            editor = self._items.pop(key, None)
-            if editor is not None:
-                self._items[key] = editor
-                return editor
-        editor = self._engine().portrait_editor(image_rgb_factory())
-        with self._lock:
-            self._items[key] = editor
-            while len(self._items) > self._size:
-                self._items.pop(next(iter(self._items)))
-        return editor
-
-    def render(self, editor: Any, params: Any, paste_back: bool, timeout: float) -> Any:
-        """One render at a time (a slider sends many); a caller waiting longer than `timeout` is told to retry."""
-        if not self._render_lock.acquire(timeout=timeout):
-            raise ServiceError(503, "busy", "another edit is rendering; try again", {"Retry-After": "1"})
-        try:
-            return editor.render(params, paste_back=paste_back)
-        finally:
-            self._render_lock.release()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class JobService:
@@ -231,7 +190,7 @@ class JobService:
             raise
         return job
 
-    def edit(self, source: BinaryIO, params: Any, paste_back: bool = True) -> Any:
+    def edit(self, source: BinaryIO, params: EditParams, paste_back: bool = True) -> np.ndarray:
         """Render an edited portrait (RGB array); the editor for this photo is cached by its content hash."""
         editor = self.editor_for(source)
         try:
@@ -239,13 +198,13 @@ class JobService:
         except AnimationError as exc:
             raise ServiceError(422, "cannot edit this photo", str(exc)) from exc
 
-    def editor_for(self, source: BinaryIO) -> Any:
+    def editor_for(self, source: BinaryIO) -> PortraitEditor:
         """The cached editor for a photo (built once: face crop and features), keyed by the photo's bytes."""
         self.require_engine()
         folder = self.edit_dir / secrets.token_urlsafe(12)
         try:
             path = store_upload(source, folder, "edit", self.settings.max_upload_bytes)
-            return self.editors.get(_sha256(path), lambda: load_image_rgb(path))
+            return self.editors.get(content_hash(path), lambda: load_image_rgb(path))
         except MediaError as exc:
             raise ServiceError(415, "unsupported media type", str(exc).replace(f"{folder}/", "")) from exc
         except AnimationError as exc:

@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+import av
+
 from runtime.media import MediaError, probe_media
 from runtime.media.probe import sniff_kind
 
@@ -83,8 +85,6 @@ def _probe_extension(path: Path) -> str | None:
         return None
     if info.kind == "image":
         return ".image"
-    import av
-
     with av.open(str(path)) as container:
         return _FORMAT_EXT.get(container.format.name, ".video")
 
