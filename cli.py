@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""liveportrait-onnx command line: animate (default) | edit | export | bench | doctor.
+"""liveportrait-onnx command line: animate (default) | edit | export | bench | doctor | serve.
 
     python cli.py -s photo.jpg -d driving.mp4          # animate: writes animations/photo--driving.mp4
     python cli.py edit -s photo.jpg --yaw 10 --smile 0.5  # edit: writes animations/photo--edit.png
     python cli.py export --weights pretrained_weights  # official checkpoints -> models_onnx/
     python cli.py bench                                 # per-stage timings and ratios vs PyTorch
     python cli.py doctor                                # what this machine can run, and how fast
+    python cli.py serve                                 # web page + REST API on http://127.0.0.1:8890
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-SUBCOMMANDS = ("animate", "edit", "export", "bench", "doctor")
+SUBCOMMANDS = ("animate", "edit", "export", "bench", "doctor", "serve")
 
 # The checkpoints `cli.py export` reads, relative to the weights folder (kept torch-free here; a test checks them
 # against export/).
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "animate")
     parser = argparse.ArgumentParser(
         prog="cli.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{animate,edit,export,bench,doctor}")
+    sub = parser.add_subparsers(dest="command", metavar="{animate,edit,export,bench,doctor,serve}")
     animate = sub.add_parser("animate", help="animate a portrait with a driving video/image/template (default)",
                              formatter_class=_DefaultsFormatter)
     build_animate_parser(animate)
@@ -310,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export", help="export official checkpoints to verified ONNX graphs")
     bench = sub.add_parser("bench", help="time every stage and compare with the PyTorch reference")
     doctor = sub.add_parser("doctor", help="check the install, providers, models and per-provider placement")
+    serve = sub.add_parser("serve", help="web page and REST API (FastAPI + Gradio) on one job queue")
     if not argv:
         parser.print_help()
         return 2
@@ -337,6 +339,18 @@ def main(argv: list[str] | None = None) -> int:
 
         add_arguments(doctor)
         return run(parser.parse_args(argv))
+    if command == "serve":
+        from runtime.manifest import ModelsError
+        from runtime.server import add_arguments, run
+
+        add_arguments(serve)
+        args = parser.parse_args(argv)
+        try:
+            ensure_models(args.models, args.weights, args.auto_export)  # first run: export, or say how
+        except ModelsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return run(args)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

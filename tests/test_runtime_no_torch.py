@@ -1,6 +1,7 @@
 """The runtime and the animate CLI work on an install without PyTorch: nothing under runtime/ imports torch, even
 lazily on the animation path. A child process makes `import torch` fail, imports every runtime module, prints the
-CLI help and animates an image (warp graph swapped for a numpy stand-in to keep it fast)."""
+CLI help, animates an image (warp graph swapped for a numpy stand-in to keep it fast) and builds the server
+(runtime.server: REST API + Gradio page) and answers a request with it."""
 
 from __future__ import annotations
 
@@ -30,16 +31,27 @@ CHILD = textwrap.dedent("""
         importlib.import_module(name)
     import cli
     assert cli.main(["--help"]) == 0
-    try:
-        cli.main(["animate", "--help"])
-    except SystemExit as exc:
-        assert exc.code == 0
+    for command in ("animate", "serve"):
+        try:
+            cli.main([command, "--help"])
+        except SystemExit as exc:
+            assert exc.code == 0
     import numpy as np
     from runtime.stages import Stages
     Stages.warp_decode = lambda self, f, s, d: np.full((len(d), 512, 512, 3), 90, np.uint8)
     models, source, driving, out = sys.argv[1:5]
     code = cli.main(["-s", source, "-d", driving, "-o", out, "--models", models, "--device", "cpu", "--quiet"])
     assert code == 0, code
+    import pathlib, tempfile
+    from runtime.server.main import build
+    from runtime.server.settings import Settings
+    from starlette.testclient import TestClient
+    app, service = build(Settings(models=pathlib.Path(models), device="cpu"), pathlib.Path(tempfile.mkdtemp()))
+    client = TestClient(app)  # no lifespan: models are not loaded, the routes answer
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 503
+    assert "/v1/jobs" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/").status_code == 200  # the Gradio page
     assert sys.modules["torch"] is None
     loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
     print("MODULES", len(names), "TORCH", loaded)
