@@ -110,7 +110,8 @@ def create_app(settings: Settings, service: JobService, lifespan: Any = None) ->
 
     def submit(request: Request, source: UploadFile = File(..., description="portrait: image or video"),
                driving: UploadFile = File(..., description="driving video, image or .npz template"),
-               face_index: int | None = Form(None, description="animate only this face (0 = largest)"),
+               face_index: int = Form(0, description="animate this face (0 = the largest, as upstream)"),
+               all_faces: bool = Form(False, description="animate every face of a photo (face_index is ignored)"),
                write_concat: bool = Form(True, description="also write the side-by-side video"),
                **fields: Any) -> JSONResponse:
         """Queue an animation; answers 202 with the URLs to follow it."""
@@ -118,7 +119,7 @@ def create_app(settings: Settings, service: JobService, lifespan: Any = None) ->
             options = animation_options(fields)
         except ValueError as exc:
             raise ServiceError(422, "invalid option", str(exc)) from exc
-        job = service.submit(source.file, driving.file, options, face_index, write_concat)
+        job = service.submit(source.file, driving.file, options, None if all_faces else face_index, write_concat)
         body = {"id": job.id, "state": job.state, **job_links(request, job)}
         return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 

@@ -168,7 +168,7 @@ class JobService:
         mean = self.counters["run_seconds"] / finished if finished else 10.0
         return max(1, round(mean / self.settings.workers))
 
-    def submit(self, source: BinaryIO, driving: BinaryIO, options: AnimationOptions, face_index: int | None = None,
+    def submit(self, source: BinaryIO, driving: BinaryIO, options: AnimationOptions, face_index: int | None = 0,
                write_concat: bool = True) -> Job:
         """Store both uploads in a fresh job folder and queue the job; 429/413/415/503 as ServiceError."""
         self.require_engine()
