@@ -2,8 +2,10 @@
 
 `python -m export.fixtures --out DIR [--seed N]` writes DIR as a pretrained_weights/ tree (both model families, plus
 stand-in detector/landmark graphs when export.stand_ins is available). The weights are scaled so that activations
-stay finite and informative through every network (fan-in scaling, BatchNorm statistics near identity, spectral-norm
-vectors from power iteration) and the motion heads give plausible keypoints, scale, pose and expression.
+stay finite and informative through every network (fan-in scaling, spectral-norm vectors from power iteration), then
+calibrated on synthetic portraits (BatchNorm statistics measured, residual/stem outputs mean-centred) so the networks
+respond to image content and keypoint motion like trained ones do, and the motion heads give plausible keypoints,
+scale, pose and expression that differ between faces. The stand-in graphs use their own numpy stream.
 """
 
 from __future__ import annotations
