@@ -24,6 +24,10 @@ from export.keypoints import transform_keypoints
 
 OPSET = 20
 PARITY_TOL = 1e-4  # max-abs relative to the output's scale, fp32
+# warping_spade chains the warp (rel. error ~9e-6 on features of scale ~10) into a decoder whose sigmoid logits have
+# std ~1.5 on the calibrated fixtures: onnxruntime vs PyTorch measured 1.02e-4 (0.026 grey levels; 7.8e-6 with the
+# old, nearly motion-blind fixture weights). 3e-4 keeps a 3x margin; a wrong graph differs by ~1e-1 there.
+GRAPH_PARITY_TOL = {"warping_spade": 3e-4}
 SLIM_SIZE_THRESHOLD = 1 << 20  # do not fold constants larger than 1 MiB (e.g. the identity grid Tile)
 
 
@@ -178,10 +182,14 @@ def build_checked(
     module: nn.Module,
     spec: GraphSpec,
     networks: dict[str, nn.Module],
-    tolerance: float = PARITY_TOL,
+    tolerance: float | None = None,
     seed: int = 0,
 ) -> tuple[onnx.ModelProto, GraphCheck]:
-    """Trace at batch 1, simplify, run onnx.checker, then check parity at batch 2; raise ExportError on failure."""
+    """Trace at batch 1, simplify, run onnx.checker, then check parity at batch 2; raise ExportError on failure.
+
+    tolerance None: the graph's entry in GRAPH_PARITY_TOL, else PARITY_TOL."""
+    if tolerance is None:
+        tolerance = GRAPH_PARITY_TOL.get(spec.name, PARITY_TOL)
     model = trace(module, spec, probe_inputs(spec.name, networks, 1, seed))
     model = simplify(model)
     try:
