@@ -128,7 +128,7 @@ class LivePortrait:
             raise AnimationError("the driving video has no decodable frames")
         h, w = np.asarray(first).shape[:2]
         frames = itertools.chain([first], frames_iter)
-        if options.any_retargeting or options.flag_crop_driving_video or h != w:
+        if driving_prepass_needed(options, h == w, options.any_retargeting):
             frames = list(frames)  # the landmark pre-pass and the motion pass both read them
         plan = self._plan(lambda: frames, options, square=h == w, need_lmks=options.any_retargeting,
                           stats=RunStats())
