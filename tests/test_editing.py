@@ -21,6 +21,7 @@ from runtime.editing import EDIT_RANGES, EXPRESSION_EDITS, EditParams, PortraitE
 from runtime.face_analysis import FaceAnalyzer
 from runtime.media import load_image_rgb
 from runtime.motion import apply_stitching
+from runtime.options import AnimationOptions
 from runtime.paste_back import paste_back as paste_face
 from runtime.sessions import ModelSet
 from runtime.stages import Stages
@@ -223,3 +224,16 @@ def test_cli_edit_help_lists_every_slider(capsys: pytest.CaptureFixture) -> None
     for name, (low, high) in EDIT_RANGES.items():
         assert f"--{name.replace('_', '-')}" in text
         assert f"[{low:g}, {high:g}]" in text, name
+
+
+def test_photo_that_is_already_a_crop(engine: LivePortrait, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-do-crop: the whole photo is the network input; the ratios come from landmarks found once up front."""
+    editor = engine.portrait_editor(load_image_rgb(SOURCE), options=AnimationOptions(flag_do_crop=False))
+    assert editor.face.crop is None and editor.lmk is not None
+    assert 0.0 <= editor.source_eye_ratio <= 2.0 and 0.0 <= editor.source_lip_ratio <= 2.0
+    counter = RunCounter(monkeypatch)
+    spy = WarpSpy().install(monkeypatch)
+    image = editor.render(EditParams(lip_ratio=0.5 if editor.source_lip_ratio < 0.3 else 0.0))
+    assert image.shape == (512, 512, 3)  # nothing to paste into: the generated image itself
+    assert len(spy.kp_driving) == 1 and counter.face_calls == 0
+    assert counter.graphs == Counter({"lip_retargeting": 1, "stitching": 1}), counter.graphs
