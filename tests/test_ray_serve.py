@@ -34,7 +34,12 @@ from runtime.server.ray_files import (
 from runtime.server.settings import Settings
 from tests.server_process import PORTRAIT, ROOT, Server, start_server, tiny_clip
 
-HAVE_RAY = importlib.util.find_spec("ray") is not None
+try:
+    import ray  # noqa: F401 - only whether it imports
+except ImportError:
+    HAVE_RAY = False
+else:
+    HAVE_RAY = True
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray Serve is not installed (pip install -e '.[ray]')")
 FINAL = ("done", "failed", "cancelled")
 
@@ -141,10 +146,13 @@ def test_replica_answers_become_outcomes(tmp_path: Path) -> None:
 
 @needs_ray
 def test_retry_decision() -> None:
-    from ray.exceptions import ActorDiedError, RayTaskError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
+    from ray.serve.exceptions import ReplicaUnavailableError
 
     died = ActorDiedError()
-    assert rc.replica_lost(died)
+    assert rc.replica_lost(died) and rc.replica_lost(ReplicaUnavailableError("r1"))
+    # "may still be running": a second run would share the job folder, so it is reported failed instead
+    assert not rc.replica_lost(ActorUnavailableError("network", None))
     assert rc.should_retry(died, attempt=1, cancelled=False)
     assert not rc.should_retry(died, attempt=2, cancelled=False)  # once only
     assert not rc.should_retry(died, attempt=1, cancelled=True)  # the client gave it up

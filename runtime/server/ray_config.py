@@ -88,10 +88,16 @@ def settings_from_args(args: dict[str, Any], environ: dict[str, str] | None = No
 
 
 def replica_lost(exc: BaseException) -> bool:
-    """True when the call failed because the replica (its process or node) went away, not because of the job."""
-    from ray.exceptions import RayActorError
+    """True when the call failed because the replica (its process or node) went away, not because of the job.
+
+    ActorUnavailableError is left out on purpose: Ray says the replica may still be running the call, and a second
+    run would write into the same job folder.
+    """
+    from ray.exceptions import ActorUnavailableError, RayActorError
     from ray.serve.exceptions import ReplicaUnavailableError
 
+    if isinstance(exc, ActorUnavailableError):
+        return False
     return isinstance(exc, (RayActorError, ReplicaUnavailableError))
 
 
