@@ -3,8 +3,9 @@
     python benchmarks/ray_serve_throughput.py --models models_onnx --jobs 4 --frames 2 \\
         --config 1x2 --config 2x1 --out benchmarks/ray-serve-2core.json
 
-Each --config is REPLICASxCPUS_PER_REPLICA. Run from the repository root; binds 127.0.0.1 only, and the server
-(with its local Ray) is stopped by SIGTERM, then killed, whatever happens.
+Each --config is REPLICASxCPUS_PER_REPLICA; 0xW is the baseline, plain `cli.py serve --workers W`. Run from the
+repository root; binds 127.0.0.1 only, and the server (with its local Ray) is stopped by SIGTERM, then killed,
+whatever happens.
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ def memory_kb(pid: int) -> dict[str, int]:
 
 def run_config(models: Path, replicas: int, cpus: float, jobs: int, frames: int, folder: Path) -> dict:
     clip = tiny_clip(folder / f"clip{frames}.mp4", frames=frames)
-    srv = start_server(models, folder / f"work-{replicas}x{cpus:g}", "--ray", "--replicas", str(replicas),
-                       "--cpus-per-replica", str(cpus), "--ray-cpus", str(os.cpu_count()), "--no-ui",
-                       "--max-queue", str(jobs), env={"RAY_USAGE_STATS_ENABLED": "0"})
+    if replicas:
+        flags = ["--ray", "--replicas", str(replicas), "--cpus-per-replica", str(cpus), "--ray-cpus",
+                 str(os.cpu_count())]
+    else:  # baseline: plain `cli.py serve`, `cpus` worker threads over one in-process engine
+        flags = ["--workers", str(int(cpus))]
+    srv = start_server(models, folder / f"work-{replicas}x{cpus:g}", *flags, "--no-ui", "--max-queue", str(jobs),
+                       env={"RAY_USAGE_STATS_ENABLED": "0"})
     try:
         found = re.search(r"RAY_TIMINGS ray_init_s=([\d.]+) deploy_s=([\d.]+)", srv.log_path.read_text())
-        for _ in range(20):  # the line follows serve.run, which may return just after /readyz turned 200
+        for _ in range(20 if replicas else 0):  # the line follows serve.run, which may return after /readyz is 200
             if found:
                 break
             time.sleep(0.5)
@@ -68,7 +73,7 @@ def run_config(models: Path, replicas: int, cpus: float, jobs: int, frames: int,
                         bodies[job_id] = body
             time.sleep(0.5)
         elapsed = time.monotonic() - start
-        pids = sorted({b["runner"]["pid"] for b in bodies.values() if b.get("runner")})
+        pids = sorted({b["runner"]["pid"] for b in bodies.values() if b.get("runner")} - {srv.proc.pid})
         return {"replicas": replicas, "cpus_per_replica": cpus, "jobs": jobs, "frames_per_job": frames,
                 "states": sorted(b["state"] for b in bodies.values()), "seconds": round(elapsed, 1),
                 "jobs_per_minute": round(jobs / elapsed * 60, 2), "server_ready_s": round(srv.started_s, 1),

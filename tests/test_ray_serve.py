@@ -169,7 +169,10 @@ def ray_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     srv = start_server(models_dir, tmp_path_factory.mktemp("ray") / "work", "--ray", "--replicas", "2",
                        "--cpus-per-replica", "1", "--ray-cpus", "2", "--no-ui",
                        env={"RAY_USAGE_STATS_ENABLED": "0", "LP_MAX_QUEUE": "4"})
-    timings = [line for line in srv.log_path.read_text(errors="replace").splitlines() if "RAY_TIMINGS" in line]
+    deadline = time.monotonic() + 15  # the timings line follows serve.run, which can return after /readyz is 200
+    while not (timings := [ln for ln in srv.log(50000).splitlines() if "RAY_TIMINGS" in ln]) and \
+            time.monotonic() < deadline and srv.proc.poll() is None:
+        time.sleep(0.5)
     print(f"\nray server ready in {srv.started_s:.1f} s ({timings[-1] if timings else 'no timings'})")
     srv.clips = {n: tiny_clip(clips / f"clip{n}.mp4", frames=n) for n in (1, 2)}  # type: ignore[attr-defined]
     try:
