@@ -19,13 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse settings, make sure models exist, then serve until interrupted."""
-    from .main import serve
-
     try:
         settings = from_args(args)
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
+    if settings.ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print('error: --ray needs Ray Serve: pip install -e ".[ray]"')
+            return 2
+        from .ray_app import serve_ray
+
+        return serve_ray(settings)
+    from .main import serve
+
     return serve(settings)
 
 

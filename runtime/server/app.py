@@ -180,7 +180,7 @@ def create_app(settings: Settings, service: JobService, lifespan: Any = None) ->
         job = service.delete(job_id)
         if job is None:
             return Response(status_code=204)
-        return JSONResponse(service.describe(job), status_code=202 if job.state == "running" else 200)
+        return JSONResponse(service.describe(job), status_code=200 if job.final else 202)
 
     def edit(source: UploadFile = File(..., description="portrait photo"),
              paste_back: bool = Form(True, description="paste the edited face back into the photo"),

@@ -10,7 +10,7 @@ from .jobs import JobService
 from .settings import Settings
 
 PACKAGES = ("liveportrait-onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "openvino", "numpy",
-            "av", "opencv-python-headless", "fastapi", "uvicorn", "gradio")
+            "av", "opencv-python-headless", "fastapi", "uvicorn", "gradio", "ray")
 
 
 def package_version(name: str = "liveportrait-onnx") -> str:
@@ -59,6 +59,7 @@ def describe(service: JobService, settings: Settings) -> dict[str, Any]:
         "limits": {"workers": settings.workers, "max_queue": settings.max_queue,
                    "max_upload_mb": settings.max_upload_mb, "job_timeout_s": settings.job_timeout,
                    "result_ttl_s": settings.result_ttl, "api_key_required": bool(settings.api_key)},
+        "executor": service.executor.describe() if service.executor is not None else None,
         "versions": versions(),
     }
 

@@ -1,7 +1,8 @@
-"""The job service: a bounded queue, N worker threads sharing one engine, job state, time limits and cleanup.
+"""The job service: a bounded queue, N worker threads, job state, time limits and cleanup.
 
 Both front ends (the REST API and the web page) go through this class, so they share the queue, the limits and the
-models. One LivePortrait instance serves every worker: onnxruntime sessions accept concurrent runs.
+models. Where the animation itself runs is an executor (executors.py): by default one in-process LivePortrait shared
+by every worker (onnxruntime sessions accept concurrent runs); under Ray Serve, engine replicas (ray_executor.py).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from runtime.options import AnimationOptions
 
 from .editors import EditorCache, content_hash
 from .errors import ServiceError
+from .executors import JobExecutor, LocalExecutor
 from .settings import Settings
 from .uploads import store_upload
 
 log = logging.getLogger("liveportrait.server")
 
 FINAL_STATES = ("done", "failed", "cancelled")
+HANDED_OFF = "waiting for a replica"  # stage of a queued job the executor holds (remote executors only)
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     timed_out: bool = False
     version: int = 0
+    runner: dict[str, Any] | None = None  # where it ran: pid, replica id, attempt (set when it starts)
 
     @property
     def final(self) -> bool:
@@ -84,7 +88,7 @@ class Job:
 class JobService:
     """Queue, workers and state of every job; thread-safe, used from request threads and the web page."""
 
-    def __init__(self, settings: Settings, work_dir: Path) -> None:
+    def __init__(self, settings: Settings, work_dir: Path, executor: JobExecutor | None = None) -> None:
         self.settings = settings
         self.jobs_dir = work_dir / "jobs"
         self.edit_dir = work_dir / "edit"
@@ -92,6 +96,7 @@ class JobService:
             shutil.rmtree(folder, ignore_errors=True)  # leftovers of a killed server are not anyone's results
             folder.mkdir(parents=True)
         self.engine: LivePortrait | None = None
+        self.executor: JobExecutor | None = executor  # None until load() built the local engine
         self.load_error: str | None = None
         self.load_seconds: float | None = None
         self.editors = EditorCache(self.require_engine, settings.editor_cache)
@@ -116,13 +121,14 @@ class JobService:
             return
         self.load_seconds = time.perf_counter() - start
         self.engine = engine
+        self.executor = LocalExecutor(engine, self.settings.batch_size)
         log.info("models loaded on %s in %.1f s", engine.device, self.load_seconds)
 
     def start(self) -> None:
         """Start the workers and the janitor (idempotent)."""
-        if self._threads:
+        if self._threads or self.executor is None:
             return
-        for i in range(self.settings.workers):
+        for i in range(self.executor.threads(self.settings)):
             thread = threading.Thread(target=self._worker, name=f"lp-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -146,9 +152,18 @@ class JobService:
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None
+        return self.executor is not None and self.executor.ready()
+
+    def require_ready(self) -> None:
+        if not self.ready:
+            detail = f"models failed to load: {self.load_error}" if self.load_error else "models are still loading"
+            raise ServiceError(503, "not ready", detail, {"Retry-After": "5"})
 
     def require_engine(self) -> LivePortrait:
+        """The in-process engine (portrait editing needs one; jobs go through the executor)."""
+        if self.engine is None and self.executor is not None:
+            raise ServiceError(501, "not available", "portrait editing needs the engine in the server process; it "
+                               "is not offered while animation jobs run on Ray Serve replicas")
         if self.engine is None:
             detail = f"models failed to load: {self.load_error}" if self.load_error else "models are still loading"
             raise ServiceError(503, "not ready", detail, {"Retry-After": "5"})
@@ -157,9 +172,10 @@ class JobService:
     # ------------------------------------------------------------ submit
     def _check_capacity(self) -> None:
         """Refuse when every worker is busy and `max_queue` jobs already wait (caller holds the lock)."""
-        running = sum(1 for j in self._jobs.values() if j.state == "running")
-        if len(self._queue) + running >= self.settings.workers + self.settings.max_queue:
-            raise ServiceError(429, "queue full", f"{len(self._queue)} jobs are waiting (limit "
+        active = sum(1 for j in self._jobs.values() if not j.final)  # waiting here or at the executor, or running
+        if active >= self.settings.workers + self.settings.max_queue:
+            waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
+            raise ServiceError(429, "queue full", f"{waiting} jobs are waiting (limit "
                                f"{self.settings.max_queue}); retry later", {"Retry-After": str(self.retry_after())})
 
     def retry_after(self) -> int:
@@ -171,7 +187,7 @@ class JobService:
     def submit(self, source: BinaryIO, driving: BinaryIO, options: AnimationOptions, face_index: int | None = 0,
                write_concat: bool = True) -> Job:
         """Store both uploads in a fresh job folder and queue the job; 429/413/415/503 as ServiceError."""
-        self.require_engine()
+        self.require_ready()
         with self._lock:
             self._check_capacity()
         job_id = secrets.token_urlsafe(16)
@@ -233,7 +249,7 @@ class JobService:
         return {"id": job.id, "state": job.state, "queue_position": self.position(job), "stage": job.stage,
                 "frames_done": job.frames_done, "frames_total": job.frames_total, "error": job.error,
                 "warnings": list(job.warnings), "fps": job.fps, "cancel_requested": job.cancel.is_set(),
-                "timings": job.timings()}
+                "timings": job.timings(), "runner": job.runner}
 
     def wait_change(self, job: Job, version: int, timeout: float) -> int:
         """Block until the job's version passes `version` or `timeout` elapses; returns the current version."""
@@ -247,7 +263,7 @@ class JobService:
             states: dict[str, int] = {"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
             for job in self._jobs.values():
                 states[job.state] = states.get(job.state, 0) + 1
-            return {"states": states, "queue_length": len(self._queue), **self.counters}
+            return {"states": states, "queue_length": states["queued"], **self.counters}
 
     # ------------------------------------------------------------ delete
     def delete(self, job_id: str) -> Job | None:
@@ -258,7 +274,7 @@ class JobService:
                 self._queue.remove(job)
                 self._finish_cancelled(job)
                 return job
-            if job.state == "running":
+            if job.state == "running" or (job.state == "queued" and job.stage == HANDED_OFF):
                 job.cancel.set()
                 self._touch(job)
                 return job
@@ -286,9 +302,21 @@ class JobService:
                 if self._stop.is_set() or not self._queue:
                     continue
                 job = self._queue.popleft()
-                job.state, job.started = "running", time.time()
+                if self.executor is not None and self.executor.remote:
+                    job.stage = HANDED_OFF  # still queued, now in the executor's queue (Ray Serve's router)
+                else:
+                    job.state, job.started = "running", time.time()
                 self._touch(job)
             self._run(job)
+
+    def _started(self, job: Job) -> Callable[[dict[str, Any]], None]:
+        def started(runner: dict[str, Any]) -> None:
+            with self._lock:
+                job.runner = runner
+                if job.state == "queued":
+                    job.state, job.started, job.stage = "running", time.time(), None
+                self._touch(job)
+        return started
 
     def _progress(self, job: Job) -> Callable[[Progress], None]:
         def update(progress: Progress) -> None:
@@ -311,10 +339,9 @@ class JobService:
         try:
             if job.cancel.is_set():
                 raise AnimationCancelled("cancelled before it started")
-            result = self.require_engine().animate(
-                job.source, job.driving, options=job.options, output_dir=job.folder / "out",
-                face_index=job.face_index, batch_size=self.settings.batch_size, write_concat=job.write_concat,
-                progress=False, on_progress=self._progress(job), cancel=job.cancel)
+            if self.executor is None:
+                raise ServiceError(503, "not ready", "no executor")
+            result = self.executor.run(job, self._progress(job), self._started(job))
             state = "done"
         except AnimationCancelled:
             if job.timed_out:

@@ -41,10 +41,24 @@ class Settings:
                                   metadata={"help": "folder for uploads and results (default: a fresh temp folder)"})
     api_key: str | None = field(default=None, metadata={"help": "require this key on /v1 (Bearer or X-API-Key)"})
     cors_origin: tuple[str, ...] = field(default=(), metadata={"help": "allow this browser origin (repeatable)"})
-    ui: bool = field(default=True, metadata={"help": "serve the web page at /"})
+    ui: bool = field(default=True, metadata={"help": "serve the web page at / (not under --ray)"})
+    ray: bool = field(default=False, metadata={"help": "run jobs on Ray Serve engine replicas (pip extra [ray])"})
+    replicas: int = field(default=1, metadata={"help": "--ray: engine replicas (each loads the models once)"})
+    max_replicas: int = field(default=0, metadata={
+        "help": "--ray: autoscale between --replicas and this on queue length (0 = fixed --replicas)"})
+    gpus_per_replica: float = field(default=-1.0, metadata={
+        "help": "--ray: GPUs per replica (1, a fraction to pack a GPU, 0 = CPU; -1 = 1 for cuda/tensorrt, else 0)"})
+    cpus_per_replica: float = field(default=1.0, metadata={"help": "--ray: CPUs reserved per replica"})
+    ray_address: str | None = field(default=None, metadata={
+        "help": "--ray: join this running cluster (e.g. auto) instead of starting a local Ray"})
+    ray_cpus: int = field(default=0, metadata={"help": "--ray local start: CPUs Ray may schedule (0 = all)"})
 
     def __post_init__(self) -> None:
-        for name in ("workers", "max_queue", "editor_cache"):
+        if self.max_replicas and self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas must be 0 or >= replicas ({self.replicas}), got {self.max_replicas!r}")
+        if float(self.cpus_per_replica) < 0 or float(self.gpus_per_replica) < -1:
+            raise ValueError("cpus_per_replica must be >= 0 and gpus_per_replica >= 0 (or -1 = by device)")
+        for name in ("workers", "max_queue", "editor_cache", "replicas"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("max_upload_mb", "job_timeout", "result_ttl"):
