@@ -50,15 +50,21 @@ def build(settings: Settings, work_dir: Path):
     return app, service
 
 
+def start_process(settings: Settings, prefix: str) -> tuple[Path, bool]:
+    """Log to stderr and make the work folder: (folder, True when it is a temporary one this process owns)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    owned = settings.work_dir is None
+    work_dir = Path(tempfile.mkdtemp(prefix=prefix)) if owned else Path(settings.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir, owned
+
+
 def serve(settings: Settings) -> int:
     """Run uvicorn in this process until Ctrl-C / SIGTERM; the temporary work folder goes with it."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    owned = settings.work_dir is None
-    work_dir = Path(tempfile.mkdtemp(prefix="lp-serve-")) if owned else Path(settings.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    work_dir, owned = start_process(settings, "lp-serve-")
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         log.warning("listening on %s without an API key: anyone who can reach it can run jobs", settings.host)
     try:

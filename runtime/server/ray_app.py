@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -110,11 +109,9 @@ def serve_ray(settings: Settings) -> int:
     import ray
     from ray import serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    owned = settings.work_dir is None
-    work_dir = Path(tempfile.mkdtemp(prefix="lp-ray-")) if owned else Path(settings.work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    from .main import start_process
+
+    work_dir, owned = start_process(settings, "lp-ray-")
     if settings.ui:
         log.info("the web page is not served under --ray (use `cli.py serve` for it); the REST API is")
     stop = threading.Event()
