@@ -24,16 +24,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.server_process import PORTRAIT, start_server, tiny_clip  # noqa: E402
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
+from tests.server_process import PORTRAIT, process_memory_kb, start_server, tiny_clip  # noqa: E402
 
 
 def run_config(models: Path, replicas: int, cpus: float, jobs: int, frames: int, folder: Path) -> dict:
@@ -79,8 +70,8 @@ def run_config(models: Path, replicas: int, cpus: float, jobs: int, frames: int,
                 "jobs_per_minute": round(jobs / elapsed * 60, 2), "server_ready_s": round(srv.started_s, 1),
                 "ray_init_s": float(found.group(1)) if found else None,
                 "deploy_s": float(found.group(2)) if found else None,
-                "replica_memory_kb": {str(pid): memory_kb(pid) for pid in pids},
-                "ingress_driver_memory_kb": memory_kb(srv.proc.pid),
+                "replica_memory_kb": {str(pid): process_memory_kb(pid) for pid in pids},
+                "ingress_driver_memory_kb": process_memory_kb(srv.proc.pid),
                 "jobs_per_replica": {str(pid): sum(b["runner"]["pid"] == pid for b in bodies.values()) for pid in pids},
                 "load_average": os.getloadavg()}
     finally:

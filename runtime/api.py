@@ -191,7 +191,7 @@ class LivePortrait:
         ``limit`` caps the frames read: video→video uses only as many driving frames as the source has, and the
         crop box is averaged over those alone, as upstream.
         """
-        plan = self.animator.plan_driving(_take(frames_factory(), limit), options, square, need_lmks)
+        plan = self.animator.plan_driving(itertools.islice(frames_factory(), limit), options, square, need_lmks)
         stats.driving_frames_skipped = plan.skip
         return plan
 
@@ -202,7 +202,7 @@ class LivePortrait:
         index = 0
         frames_iter = Prefetch(frames_factory())
         try:
-            kept = itertools.islice(frames_iter, plan.skip, None if limit is None else limit)
+            kept = itertools.islice(frames_iter, plan.skip, limit)
             for frames in batched(kept, size):
                 lmks = plan.lmks[index:index + len(frames)] if plan.lmks is not None else None
                 motion = self.animator.driving_motion(frames, lmks, plan, options, keep_crops)
@@ -214,11 +214,6 @@ class LivePortrait:
             frames_iter.close()
         if index == 0:
             raise AnimationError("the driving video has no decodable frames")
-
-
-def _take(items: Iterable, limit: int | None) -> Iterator:
-    """The first ``limit`` items (all when None)."""
-    return iter(items) if limit is None else itertools.islice(items, limit)
 
 
 def _read_template(path: Path, trust_pickle: bool) -> Template | None:

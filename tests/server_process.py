@@ -63,12 +63,17 @@ class Server:
 
     def rss_kb(self) -> dict[str, int]:
         """VmRSS / VmHWM of the server process, from /proc (Linux)."""
-        out = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-        return out
+        return process_memory_kb(self.proc.pid)
+
+
+def process_memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of a process in kB, from /proc/<pid>/status (Linux)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
 
 
 def start_server(models_dir: Path, work_dir: Path, *flags: str, env: dict[str, str] | None = None) -> Server:

@@ -32,7 +32,7 @@ from runtime.server.ray_files import (
     write_json_atomic,
 )
 from runtime.server.settings import Settings
-from tests.server_process import PORTRAIT, ROOT, Server, start_server, tiny_clip
+from tests.server_process import PORTRAIT, ROOT, Server, process_memory_kb, start_server, tiny_clip
 
 try:
     import ray  # noqa: F401 - only whether it imports
@@ -218,15 +218,6 @@ def wait_for(srv: Server, job_id: str, check, timeout: float = 180.0) -> dict:
     raise AssertionError(f"job {job_id}: condition not met after {timeout} s: {status(srv, job_id)}\n{srv.log()}")
 
 
-def replica_rss(pid: int) -> dict[str, int]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
-
-
 def job_files(srv: Server, job_id: str) -> list[str]:
     folder = srv.work_dir / "jobs" / job_id
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
@@ -257,7 +248,7 @@ def test_four_jobs_spread_over_two_replicas(ray_server: Server, tmp_path: Path) 
         with VideoReader(path) as reader:
             assert sum(1 for _ in reader) == n
         assert job_files(srv, job_id) == ["out/source--driving.mp4", "progress.json"]
-    rss = {pid: replica_rss(pid) for pid in pids}
+    rss = {pid: process_memory_kb(pid) for pid in pids}
     print(f"\n4 jobs on 2 replicas in {elapsed:.1f} s ({4 / elapsed * 60:.1f} jobs/min); replica memory kB {rss}")
 
 
