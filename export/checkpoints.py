@@ -16,6 +16,8 @@ from torch import nn
 from .networks import NETWORKS
 
 FAMILIES = ("liveportrait", "liveportrait_animals")
+ANIMAL_FAMILY = "liveportrait_animals"
+ANIMAL_BASE_MODELS = "base_models_v1.1"  # the current animal release (upstream inference_config *_animal paths)
 _MAX_LISTED = 8
 
 
@@ -32,13 +34,25 @@ def checkpoint_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_path(name: str, weights_root: Path, family: str = "liveportrait") -> Path:
-    """Where network `name`'s checkpoint lives in a pretrained_weights/ tree."""
+def relative_checkpoint(name: str, family: str = "liveportrait") -> str:
+    """Network `name`'s checkpoint relative to a pretrained_weights/ tree. The animal family keeps its four base
+    models in `liveportrait_animals/base_models_v1.1/` and uses the *human* stitching/retargeting module, as
+    upstream's inference config does."""
     if name not in NETWORKS:
         raise KeyError(f"unknown network {name!r}; known: {', '.join(NETWORKS)}")
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
-    return Path(weights_root) / family / NETWORKS[name].checkpoint
+    rel = NETWORKS[name].checkpoint
+    if family == ANIMAL_FAMILY:
+        if rel.startswith("base_models/"):
+            return f"{family}/{ANIMAL_BASE_MODELS}/{rel.removeprefix('base_models/')}"
+        return f"liveportrait/{rel}"
+    return f"{family}/{rel}"
+
+
+def checkpoint_path(name: str, weights_root: Path, family: str = "liveportrait") -> Path:
+    """Where network `name`'s checkpoint lives in a pretrained_weights/ tree."""
+    return Path(weights_root) / relative_checkpoint(name, family)
 
 
 def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,10 +15,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.checkpoints import checkpoint_sha256, load_all
+from export.checkpoints import ANIMAL_FAMILY, checkpoint_sha256, load_all, relative_checkpoint
 from export.fp16 import psnr, to_mixed_fp16
 from export.graphs import GRAPH_SPECS, build_graph_module
-from export.networks import NETWORKS
 from export.onnx_export import (
     OPSET,
     PARITY_TOL,
@@ -30,7 +29,16 @@ from export.onnx_export import (
     save_model,
 )
 from export.paste_back_graph import export_paste_back
-from runtime.manifest import CORE_GRAPHS, Manifest, ModelEntry, TensorSpec, sha256_file
+from runtime.manifest import (
+    ANIMAL_GRAPHS,
+    CORE_GRAPHS,
+    XPOSE_GRAPH,
+    XPOSE_TEXT,
+    Manifest,
+    ModelEntry,
+    TensorSpec,
+    sha256_file,
+)
 
 FP16_GRAPHS = ("appearance_feature_extractor", "motion_extractor", "warping_spade")
 COREML_GRAPHS = ("appearance_feature_extractor", "motion_extractor")  # written with --grid-sample 4d
@@ -92,6 +100,7 @@ class Exporter:
         self.networks = load_all(self.weights, family)
         self.entries: dict[str, ModelEntry] = {}
         self.rows: list[Row] = []
+        self.skipped_keys: list[str] = []  # checkpoint keys skipped by name (X-Pose's bundled clip_model.*)
         self._ckpt_hash: dict[str, str] = {}
         self._fp32: dict[str, onnx.ModelProto] = {}
         self._reference: dict[str, list[np.ndarray]] = {}
@@ -100,7 +109,7 @@ class Exporter:
     def _checkpoints(self, graph: str) -> dict[str, str]:
         result = {}
         for net in GRAPH_SPECS[graph].networks:
-            rel = f"{self.family}/{NETWORKS[net][1]}"
+            rel = relative_checkpoint(net, self.family)
             if rel not in self._ckpt_hash:
                 self._ckpt_hash[rel] = checkpoint_sha256(self.weights / rel)
             result[rel] = self._ckpt_hash[rel]
@@ -285,6 +294,50 @@ class Exporter:
                 raise ExportError(f"{key}: fp16 differs from fp32 by {max_abs:.3g} (scale {scale:.3g}); not written")
         return self._record(f"{key}.fp16", graph, model, "fp16", error, parity, time.perf_counter() - start)
 
+    def export_xpose(self, trace_size: tuple[int, int] | None = None,
+                     check_size: tuple[int, int] | None = None) -> onnx.ModelProto:
+        """xpose.onnx from liveportrait_animals/xpose.pth, parity-checked at a size other than the trace size."""
+        from export.networks.xpose.loading import load_xpose
+        from export.xpose_export import CHECK_SIZE, TRACE_SIZE, build_xpose
+
+        start = time.perf_counter()
+        rel = f"{ANIMAL_FAMILY}/xpose.pth"
+        module, skipped = load_xpose(self.weights / rel)
+        self.skipped_keys = skipped
+        model, check = build_xpose(module, trace_size or TRACE_SIZE, check_size or CHECK_SIZE)
+        parity = {f"max_abs_{k}": v for k, v in check.max_abs.items()}
+        parity |= {f"scale_{k}": v for k, v in check.scale.items()}
+        parity |= {"relative": check.relative, "check_h": float(check.size[0]), "check_w": float(check.size[1])}
+        path = self.out / f"{XPOSE_GRAPH}.onnx"
+        save_model(model, path)
+        ckpt = {rel: checkpoint_sha256(self.weights / rel)}
+        self.entries[XPOSE_GRAPH] = _entry(XPOSE_GRAPH, XPOSE_GRAPH, path, model, "fp32", _grid_form(model), ckpt,
+                                           parity)
+        note = f"rel {check.relative:.1e} at {check.size[0]}x{check.size[1]}"
+        if skipped:
+            note += f"; skipped {len(skipped)} clip_model.* keys"
+        self.rows.append(Row(path.name, path.stat().st_size, note, time.perf_counter() - start))
+        return model
+
+    def write_xpose_text(self, xpose_text: Path | None = None) -> Path:
+        """xpose_text.npz: the CLIP text features (official pickles converted once, else the shipped copy)."""
+        from export.xpose_text import text_arrays
+
+        start = time.perf_counter()
+        arrays, source = text_arrays(self.weights, xpose_text)
+        path = self.out / f"{XPOSE_TEXT}.npz"
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        self.entries[XPOSE_TEXT] = ModelEntry(
+            key=XPOSE_TEXT, file=path.name, graph=XPOSE_TEXT, sha256=sha256_file(path), bytes=path.stat().st_size,
+            opset=None, precision="fp32", grid_sample=None, inputs=[],
+            outputs=[TensorSpec(k, tuple(v.shape), "float32") for k, v in arrays.items()],
+            checkpoints={"source": source},
+        )
+        self.rows.append(Row(path.name, path.stat().st_size, source[:44], time.perf_counter() - start))
+        return path
+
     def copy_face_graphs(self) -> None:
         """Copy the detector and landmark graphs in, after checking they load and look like the real models."""
         files = dict(FACE_FILES)
@@ -346,11 +399,23 @@ def _simplifier_version() -> str:
     return f"onnxslim {onnxslim.__version__}"
 
 
-def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample: str = "5d",
-                  family: str = "liveportrait", graphs: tuple[str, ...] = CORE_GRAPHS,
-                  winograd: bool = True, log=print) -> list[Row]:
-    """Export everything asked for; returns the summary rows. Raises ExportError/CheckpointError on any failure."""
-    out = Path(out)
+def default_out(family: str) -> Path:
+    """models_onnx/ for the human family, models_onnx/liveportrait_animals/ for the animals (a folder of its own:
+    the runtime loads one family's folder)."""
+    return Path("models_onnx") / ANIMAL_FAMILY if family == ANIMAL_FAMILY else Path("models_onnx")
+
+
+def export_models(weights: Path, out: Path | None = None, precision: str = "fp32", grid_sample: str = "5d",
+                  family: str = "liveportrait", graphs: tuple[str, ...] | None = None,
+                  winograd: bool = True, log=print, xpose_text: Path | None = None) -> list[Row]:
+    """Export everything asked for; returns the summary rows. Raises ExportError/CheckpointError on any failure.
+
+    The animal family writes ANIMAL_GRAPHS (the human stitching module, no eye/lip retargeting), xpose.onnx and
+    xpose_text.npz besides the same variants and face graphs as the human export."""
+    animals = family == ANIMAL_FAMILY
+    if graphs is None:
+        graphs = ANIMAL_GRAPHS if animals else CORE_GRAPHS
+    out = Path(out) if out is not None else default_out(family)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     log(f"Loading checkpoints from {weights} ({family}) ...")
@@ -387,6 +452,13 @@ def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample
                 log(f"[+] {graph}.fp16.onnx: mixed precision, GridSample in fp32 ...")
                 exporter.export_fp16(graph, graph, exporter.fp32_model(graph))
                 log(f"        {exporter.rows[-1].error}")
+    if animals:
+        log(f"[+] {XPOSE_GRAPH}.onnx: X-Pose animal keypoint detector, dynamic H/W ...")
+        exporter.export_xpose()
+        log(f"        {exporter.rows[-1].error} ({exporter.rows[-1].seconds:.1f} s)")
+        log(f"[+] {XPOSE_TEXT}.npz: CLIP text features ...")
+        exporter.write_xpose_text(xpose_text)
+        log(f"        {exporter.rows[-1].error}")
     log("[+] detector and landmark graphs ...")
     exporter.copy_face_graphs()
     log("[+] paste_back.onnx: warp + mask blend for the GPU, checked against the numpy paste-back ...")
@@ -417,7 +489,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the export subcommand (shared by cli.py)."""
     parser.add_argument("--weights", type=Path, default=Path("pretrained_weights"),
                         help="official weights tree (default: pretrained_weights)")
-    parser.add_argument("--out", type=Path, default=Path("models_onnx"), help="output folder (default: models_onnx)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: models_onnx, or models_onnx/liveportrait_animals with "
+                             "--family liveportrait_animals)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "both"], default="fp32",
                         help="fp32 contract graphs always; fp16/both also write *.fp16.onnx GPU variants "
                              "(default: fp32)")
@@ -429,16 +503,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "graph (saves ~1 min and 400 MB; the CPU then runs the plain graph, ~1.5x slower)")
     parser.add_argument("--family", choices=["liveportrait", "liveportrait_animals"], default="liveportrait",
                         help="which model family of the weights tree to export (default: liveportrait)")
+    parser.add_argument("--xpose-text", type=Path, default=None, dest="xpose_text",
+                        help="animals: folder with the official clip_embedding_9.pkl / clip_embedding_68.pkl to "
+                             "convert (default: pretrained_weights/liveportrait_animals/ when they are there, else "
+                             "the copy shipped in export/assets/)")
 
 
 def run(args: argparse.Namespace) -> int:
     """CLI entry: export and print a clear error (exit 1) instead of a traceback on expected failures."""
     from export.checkpoints import CheckpointError
+    from export.xpose_text import TextError
 
     try:
         export_models(args.weights, args.out, args.precision, args.grid_sample, args.family,
-                      winograd=args.winograd)
-    except (ExportError, CheckpointError) as exc:
+                      winograd=args.winograd, xpose_text=args.xpose_text)
+    except (ExportError, CheckpointError, TextError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -252,28 +252,43 @@ def random_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def write_family(family_dir: Path, seed: int = 0) -> None:
-    """Write one model family (base_models/*.pth and the nested stitching checkpoint) into `family_dir`."""
+    """Write one model family into `family_dir` in the release layout its name implies: liveportrait/ gets
+    base_models/*.pth and the nested stitching checkpoint; liveportrait_animals/ gets base_models_v1.1/*.pth only
+    (it uses the human stitching module)."""
+    from .checkpoints import FAMILIES, relative_checkpoint
+
+    family = Path(family_dir).name
     files: dict[str, dict] = {}
     for name, spec in NETWORKS.items():
+        rel = relative_checkpoint(name, family) if family in FAMILIES else f"{family}/{spec.checkpoint}"
+        if not rel.startswith(f"{family}/"):
+            continue  # another family's file
+        rel = rel.removeprefix(f"{family}/")
         state = random_state_dict(name, seed)
         if spec.nested_key is None:
-            files[spec.checkpoint] = state
+            files[rel] = state
         else:  # official retargeting checkpoint: nested state_dicts with DDP `module.` prefixes
-            files.setdefault(spec.checkpoint, {})[spec.nested_key] = {f"module.{k}": v for k, v in state.items()}
+            files.setdefault(rel, {})[spec.nested_key] = {f"module.{k}": v for k, v in state.items()}
     for rel, payload in files.items():
         path = family_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, path)
 
 
-def write_fixture_tree(out: Path, seed: int = 0, *, stand_ins: bool = True) -> Path:
+def write_fixture_tree(out: Path, seed: int = 0, *, stand_ins: bool = True, xpose: bool = False) -> Path:
     """Write a complete pretrained_weights/-style tree at `out` (usable as weights_root) and return `out`.
 
     stand_ins=False skips the detector/landmark stand-in graphs (for tests that only need the torch weights).
+    xpose=True also writes liveportrait_animals/xpose.pth (~260 MB, the animal detector) and the CLIP text caches;
+    off by default so test sessions that never export the animal family do not pay for it.
     """
     out = Path(out)
     for family, offset in FAMILY_SEED_OFFSETS.items():
         write_family(out / family, seed + offset)
+    if xpose:
+        from .xpose_fixture import write_xpose_checkpoint
+
+        write_xpose_checkpoint(out / "liveportrait_animals", seed + FAMILY_SEED_OFFSETS["liveportrait_animals"])
     if not stand_ins:
         return out
     try:
@@ -285,16 +300,16 @@ def write_fixture_tree(out: Path, seed: int = 0, *, stand_ins: bool = True) -> P
     return out
 
 
-def ensure_fixture_tree(out: Path, seed: int = 0, *, stand_ins: bool = True) -> Path:
+def ensure_fixture_tree(out: Path, seed: int = 0, *, stand_ins: bool = True, xpose: bool = False) -> Path:
     """write_fixture_tree unless `out` already holds a complete tree from the same call (stamp file), so test
     sessions can share one tree instead of rewriting ~1 GB per module."""
     out = Path(out)
     stamp = out / STAMP_NAME
-    wanted = json.dumps({"seed": seed, "stand_ins": stand_ins})
+    wanted = json.dumps({"seed": seed, "stand_ins": stand_ins} | ({"xpose": True} if xpose else {}))
     if stamp.is_file() and stamp.read_text() == wanted:
         return out
     stamp.unlink(missing_ok=True)  # an interrupted rewrite must not look complete
-    write_fixture_tree(out, seed, stand_ins=stand_ins)
+    write_fixture_tree(out, seed, stand_ins=stand_ins, **({"xpose": True} if xpose else {}))
     stamp.write_text(wanted)
     return out
 
@@ -304,8 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory to fill (used as pretrained_weights/)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-stand-ins", action="store_true", help="skip the detector/landmark stand-in graphs")
+    parser.add_argument("--no-xpose", action="store_true",
+                        help="skip liveportrait_animals/xpose.pth (the 260 MB animal detector) and its text caches")
     args = parser.parse_args(argv)
-    root = write_fixture_tree(args.out, args.seed, stand_ins=not args.no_stand_ins)
+    root = write_fixture_tree(args.out, args.seed, stand_ins=not args.no_stand_ins, xpose=not args.no_xpose)
     print(f"fixture weights written to {root}")
 
 

@@ -25,6 +25,18 @@ CORE_GRAPHS = (
     "lip_retargeting",
 )
 FACE_GRAPHS = ("det_10g", "2d106det", "landmark")
+# The animal family (models_onnx/liveportrait_animals/): its own appearance/motion/warping graphs, the human
+# stitching module (as upstream), no eye/lip retargeting, the X-Pose detector and its CLIP text features.
+ANIMAL_FAMILY = "liveportrait_animals"
+ANIMAL_GRAPHS = (
+    "appearance_feature_extractor",
+    "motion_extractor",
+    "warping_spade",
+    "stitching",
+)
+XPOSE_GRAPH = "xpose"  # xpose.onnx: image, instance_text, keypoint_text, keypoint_mask → logits, boxes, keypoints
+XPOSE_TEXT = "xpose_text"  # xpose_text.npz: ins/kpt_text_embeddings_{9,68} float32
+ANIMAL_REQUIRED = (*ANIMAL_GRAPHS, XPOSE_GRAPH, XPOSE_TEXT)
 
 
 class ModelsError(RuntimeError):

@@ -61,3 +61,16 @@ def engine(models_dir: Path):
     from runtime.api import LivePortrait
 
     return LivePortrait(models_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def xpose_weights(fixture_weights: Path) -> Path:
+    """The fixture tree plus liveportrait_animals/xpose.pth and the CLIP text pickles (written once, on demand:
+    ~260 MB, so only sessions that run X-Pose tests pay for it)."""
+    from export.fixtures import FAMILY_SEED_OFFSETS
+    from export.xpose_fixture import XPOSE_CHECKPOINT, write_xpose_checkpoint
+
+    family = fixture_weights / "liveportrait_animals"
+    if not (family / XPOSE_CHECKPOINT).is_file():
+        write_xpose_checkpoint(family, seed=FAMILY_SEED_OFFSETS["liveportrait_animals"])
+    return fixture_weights

@@ -36,7 +36,8 @@ def test_both_families_load_strictly_with_the_written_values(tree: Path) -> None
         assert set(nets) == set(NETWORKS)
         assert all(not n.training for n in nets.values())
         for name in ("appearance_feature_extractor", "eye"):
-            want = random_state_dict(name, offset)
+            # the animal family uses the human stitching/retargeting module, as upstream
+            want = random_state_dict(name, offset if name != "eye" else 0)
             got = nets[name].state_dict()
             assert all(torch.equal(got[k], want[k]) for k in want), f"{family}/{name} values differ"
 

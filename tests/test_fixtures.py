@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from export import fixtures
-from export.checkpoints import load_network
+from export.checkpoints import load_network, relative_checkpoint
 from export.fixtures import FAMILY_SEED_OFFSETS, ensure_fixture_tree, random_state_dict, write_fixture_tree
 from export.networks import NETWORKS
 
@@ -41,15 +41,17 @@ def test_deterministic_per_seed() -> None:
 def test_tree_layout_and_formats(tree: Path) -> None:
     for family in FAMILY_SEED_OFFSETS:
         for name in BASE:
-            sd = torch.load(tree / family / NETWORKS[name].checkpoint, weights_only=True)
+            sd = torch.load(tree / relative_checkpoint(name, family), weights_only=True)
             assert isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values())
             assert set(sd) == set(NETWORKS[name].factory().state_dict())
-        stitch = torch.load(tree / family / "retargeting_models/stitching_retargeting_module.pth", weights_only=True)
-        assert set(stitch) == {"retarget_shoulder", "retarget_mouth", "retarget_eye"}
-    human = torch.load(tree / "liveportrait" / NETWORKS["appearance_feature_extractor"].checkpoint, weights_only=True)
-    animal = torch.load(
-        tree / "liveportrait_animals" / NETWORKS["appearance_feature_extractor"].checkpoint, weights_only=True
-    )
+    # the animal release keeps its base models under base_models_v1.1/ and uses the human stitching module
+    assert (tree / "liveportrait_animals/base_models_v1.1/warping_module.pth").is_file()
+    assert not (tree / "liveportrait_animals/retargeting_models").exists()
+    stitch = torch.load(tree / "liveportrait/retargeting_models/stitching_retargeting_module.pth", weights_only=True)
+    assert set(stitch) == {"retarget_shoulder", "retarget_mouth", "retarget_eye"}
+    human = torch.load(tree / relative_checkpoint("appearance_feature_extractor"), weights_only=True)
+    animal = torch.load(tree / relative_checkpoint("appearance_feature_extractor", "liveportrait_animals"),
+                        weights_only=True)
     assert not torch.equal(human["second.weight"], animal["second.weight"])
 
 
@@ -131,13 +133,15 @@ def test_stand_ins_are_called_when_available(tmp_path: Path, monkeypatch: pytest
 def test_cli_passes_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict = {}
 
-    def record(out: Path, seed: int = 0, *, stand_ins: bool = True) -> Path:
-        seen.update(out=out, seed=seed, stand_ins=stand_ins)
+    def record(out: Path, seed: int = 0, *, stand_ins: bool = True, xpose: bool = False) -> Path:
+        seen.update(out=out, seed=seed, stand_ins=stand_ins, xpose=xpose)
         return out
 
     monkeypatch.setattr(fixtures, "write_fixture_tree", record)
     fixtures.main(["--out", str(tmp_path), "--seed", "4", "--no-stand-ins"])
-    assert seen == {"out": tmp_path, "seed": 4, "stand_ins": False}
+    assert seen == {"out": tmp_path, "seed": 4, "stand_ins": False, "xpose": True}
+    fixtures.main(["--out", str(tmp_path), "--no-xpose"])
+    assert seen == {"out": tmp_path, "seed": 0, "stand_ins": True, "xpose": False}
 
 
 def test_ensure_fixture_tree_reuses_a_matching_tree_only(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
