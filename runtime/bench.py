@@ -31,8 +31,9 @@ if TYPE_CHECKING:  # the torch side lives in export/ and is imported only when a
 ASSETS = Path(__file__).resolve().parents[1] / "tests" / "assets"
 NET_STAGES = ("motion", "appearance", "stitching", "warp_decode", "motion+warp+decode")
 STAGES = ("detection", "landmarks", *NET_STAGES, "paste_back", "decode", "encode", "image_to_video",
-          "video_to_video")
-PER_IMAGE_STAGES = ("detection", "landmarks", "paste_back", "decode", "encode", "image_to_video", "video_to_video")
+          "video_to_video", "xpose")
+PER_IMAGE_STAGES = ("detection", "landmarks", "paste_back", "decode", "encode", "image_to_video", "video_to_video",
+                    "xpose")
 E2E_STAGES = ("image_to_video", "video_to_video")
 TUNE_GRAPHS = {"motion": "motion_extractor", "appearance": "appearance_feature_extractor",
                "warp_decode": "warping_spade"}
@@ -457,6 +458,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile (fp16 on CUDA)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="CUDA only: warping + decoder captured as a CUDA graph at the (single) --batch-sizes")
+    parser.add_argument("--xpose-models", type=Path, default=Path("models_onnx/liveportrait_animals"),
+                        dest="xpose_models", help="animal models folder with xpose.onnx (default: %(default)s)")
+    parser.add_argument("--xpose-size", default="800x937", dest="xpose_size",
+                        help="HxW of the X-Pose input (default: %(default)s, a 512x600 photo after the resize rule)")
     parser.add_argument("--tune", action="store_true",
                         help="instead: sweep CPU session options (threads, executor, optimisation level, batch)")
 
@@ -592,12 +597,42 @@ def run_stages(engine: Any, stages: list[str], batches: list[int], args: argpars
                         row.torch_compiled += time_per_frame(comp[s], b, 1, 0, sync)
                 rows.append(row)
                 print(f"  {s:<20} b={b}: ours {median(row.ours):.2f} ms/frame", flush=True)
-    other = [s for s in stages if s not in NET_STAGES]
+    if "xpose" in stages:
+        rows += _xpose_rows(engine, args, notes)
+    other = [s for s in stages if s not in NET_STAGES and s != "xpose"]
     if other:
         with tempfile.TemporaryDirectory(prefix="lp-bench-") as tmp:
             rows += _media_and_e2e(engine, other, args, Path(tmp), notes)
     order = {s: i for i, s in enumerate(STAGES)}
     return sorted(rows, key=lambda r: (order[r.stage], r.batch))
+
+
+def _xpose_rows(engine: Any, args: argparse.Namespace, notes: list[str]) -> list[Timing]:
+    """X-Pose on the engine's device vs our PyTorch module (skipped with a note when the animal folder is absent)."""
+    from runtime.bench_xpose import parse_size, torch_xpose_call, xpose_feeds, xpose_runner
+    from runtime.manifest import ModelsError
+
+    try:
+        size = parse_size(getattr(args, "xpose_size", "800x937"))
+        folder = Path(getattr(args, "xpose_models", Path("models_onnx/liveportrait_animals")))
+        runner = xpose_runner(folder, engine.device, args.threads)
+        feeds = xpose_feeds(folder, size)
+    except (ModelsError, ValueError, OSError) as exc:
+        notes.append(f"xpose skipped: {str(exc).splitlines()[0][:200]}")
+        return []
+    ref = None if args.no_torch else torch_xpose_call(args.weights, feeds, args.threads)
+    if ref is None and not args.no_torch:
+        notes.append(f"xpose: PyTorch comparison skipped (needs torch and "
+                     f"{args.weights}/liveportrait_animals/xpose.pth)")
+    row = Timing("xpose", 1, note=f"{size[0]}x{size[1]} input, 9 keypoints")
+    for _ in range(args.warmup):
+        runner.run(feeds)
+    for _ in range(args.repeats):
+        row.ours += time_per_frame(lambda: runner.run(feeds), 1, 1, 0)
+        if ref is not None:
+            row.torch += time_per_frame(ref, 1, 1, 0)
+    print(f"  {'xpose':<20} {size[0]}x{size[1]}: ours {median(row.ours):.0f} ms", flush=True)
+    return [row]
 
 
 def _media_and_e2e(engine: Any, stages: list[str], args: argparse.Namespace, tmp: Path,

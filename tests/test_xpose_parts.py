@@ -161,3 +161,42 @@ def test_grouped_attention_equals_dense_masked_attention() -> None:
         official = mha(x[:, None] + pos[:, None], x[:, None] + pos[:, None], x[:, None], attn_mask=dense)[0][:, 0]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, official, atol=1e-5, rtol=1e-5)
+
+
+def test_single_instance_token_equals_upstream_350_row_padding() -> None:
+    """Upstream pads the instance text to 350 rows and masks the padding; carrying only the real row must give
+    the same image stream, the same real text row, and the same decoder text cross-attention."""
+    from export.networks.xpose.transformer import CLAMP, FusionLayer
+
+    gen = torch.Generator().manual_seed(11)
+    fusion = FusionLayer().eval()
+    with torch.no_grad():
+        fusion.gamma_v.fill_(0.5)
+        fusion.gamma_l.fill_(0.5)
+    v = torch.randn(40, 256, generator=gen)
+    text = torch.randn(1, 256, generator=gen)
+    padded = torch.cat([text, torch.randn(349, 256, generator=gen)])  # whatever the padding rows hold
+    real = torch.zeros(350, dtype=torch.bool)
+    real[0] = True
+    a = fusion.attn
+    with torch.no_grad():
+        got_v, got_l = fusion(v, text)
+        # the padded formulation, as upstream's BiAttentionBlock computes it
+        vn, ln = fusion.layer_norm_v(v), fusion.layer_norm_l(padded)
+        q = a._heads(a.v_proj(vn) * a.scale)
+        k, val_v, val_l = a._heads(a.l_proj(ln)), a._heads(a.values_v_proj(vn)), a._heads(a.values_l_proj(ln))
+        logits = q @ k.transpose(1, 2)
+        logits = (logits - logits.max()).clamp(-CLAMP, CLAMP)
+        logits_l = logits.transpose(1, 2)
+        logits_l = (logits_l - logits_l.max(-1, keepdim=True)[0]).clamp(-CLAMP, CLAMP)
+        out_v = logits.masked_fill(~real[None, None, :], float("-inf")).softmax(-1) @ val_l
+        out_l = logits_l.softmax(-1) @ val_v
+        want_v = vn + fusion.gamma_v * a.out_v_proj(out_v.transpose(0, 1).reshape(40, -1))
+        want_l = ln + fusion.gamma_l * a.out_l_proj(out_l.transpose(0, 1).reshape(350, -1))
+        torch.testing.assert_close(got_v, want_v, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_l, want_l[:1], atol=1e-5, rtol=1e-5)
+
+        mha = torch.nn.MultiheadAttention(256, 8).eval()
+        queries = torch.randn(30, 256, generator=gen)
+        official = mha(queries[:, None], padded[:, None], padded[:, None], key_padding_mask=~real[None])[0][:, 0]
+        torch.testing.assert_close(attention(queries, text, text, mha), official, atol=1e-5, rtol=1e-5)
