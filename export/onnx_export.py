@@ -26,8 +26,9 @@ OPSET = 20
 PARITY_TOL = 1e-4  # max-abs relative to the output's scale, fp32
 # warping_spade chains the warp (rel. error ~9e-6 on features of scale ~10) into a decoder whose sigmoid logits have
 # std ~1.5 on the calibrated fixtures: onnxruntime vs PyTorch measured 1.02e-4 (0.026 grey levels; 7.8e-6 with the
-# old, nearly motion-blind fixture weights). 3e-4 keeps a 3x margin; a wrong graph differs by ~1e-1 there.
-GRAPH_PARITY_TOL = {"warping_spade": 3e-4}
+# old, nearly motion-blind fixture weights). The animal fixture weights (seed offset 7919) measured 3.02e-4 on
+# 2026-12-02. 5e-4 keeps a margin for both; a wrong graph differs by ~1e-1 there.
+GRAPH_PARITY_TOL = {"warping_spade": 5e-4}
 SLIM_SIZE_THRESHOLD = 1 << 20  # do not fold constants larger than 1 MiB (e.g. the identity grid Tile)
 
 

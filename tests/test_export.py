@@ -63,7 +63,7 @@ def test_warping_spade_matches_pytorch(exported, native_warping) -> None:
         ref = module(*args).numpy()
     assert got.shape == (1, 3, 512, 512)
     assert 0.0 <= got.min() and got.max() <= 1.0
-    # the exporter's own bound for this graph (3e-4: see GRAPH_PARITY_TOL; measured ~1e-4 since the calibration)
+    # the exporter's own bound for this graph (5e-4: see GRAPH_PARITY_TOL; human weights measured ~1e-4)
     assert float(np.abs(got - ref).max()) <= GRAPH_PARITY_TOL["warping_spade"] * max(float(np.abs(ref).max()), 1e-6)
     assert float(got.std()) > 0.02, "decoded image is degenerate (constant)"
 
