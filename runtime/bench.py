@@ -505,8 +505,16 @@ def run(args: argparse.Namespace) -> int:
     from runtime.providers import DeviceError
 
     try:
-        engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
-                              cuda_graph_batch=batches[0] if args.cuda_graph else 0)
+        if stages == ["xpose"]:  # the animal detector alone needs no human models folder
+            from types import SimpleNamespace
+
+            from runtime.providers import resolve_device
+
+            engine = SimpleNamespace(device=resolve_device(args.device).device,
+                                     models=SimpleNamespace(keys={}, _runners={}))
+        else:
+            engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
+                                  cuda_graph_batch=batches[0] if args.cuda_graph else 0)
     except (ModelsError, DeviceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
