@@ -210,6 +210,9 @@ class ModelSet:
         self.family = family
         graphs, hint = FAMILY_GRAPHS[family]
         self.manifest = verify_models(self.dir, graphs + FACE_GRAPHS, check_hash=False, hint=hint)
+        declared = self.manifest.exporter.get("family")
+        if declared and declared != family:  # e.g. human graphs where the animal weights belong
+            raise ModelsError(f"{self.dir} holds the {declared} export, not {family}. Export it with: {hint}")
         self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant,
                                      hint=hint)
                      for g in graphs}

@@ -9,6 +9,7 @@ holds the animal graphs.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -27,6 +28,7 @@ from runtime.manifest import ModelsError
 from runtime.media import load_image_rgb
 from runtime.options import AnimationOptions
 from runtime.pipeline import resize_256
+from runtime.sessions import ModelSet
 from runtime.templates import Template, save_template
 from tests.test_pipeline import (
     SOURCE,
@@ -176,6 +178,13 @@ def test_missing_animal_graphs_name_the_export_command(models_dir: Path, tmp_pat
     with pytest.raises(ModelsError, match=r"lists no xpose \(xpose\.onnx not exported\)\. Export them with: python "
                                           r"cli\.py export --family liveportrait_animals"):
         LivePortrait(folder, device="cpu", animal=True)
+    # every graph there, but exported as the human family: refused rather than animating pets with human weights
+    relabelled = animal_models_folder(models_dir, tmp_path / "relabelled")
+    manifest = json.loads((relabelled / "manifest.json").read_text())
+    manifest["exporter"]["family"] = "liveportrait"
+    (relabelled / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelsError, match="holds the liveportrait export, not liveportrait_animals"):
+        ModelSet(relabelled, device="cpu", family="liveportrait_animals")
     with pytest.raises(ModelsError) as info:
         cli.ensure_models(tmp_path / "empty_models", tmp_path / "no_weights", auto_export=True, animal=True)
     text = str(info.value)

@@ -37,7 +37,7 @@ def absolute_keypoints(source: KpInfo, driving: KpInfo) -> np.ndarray:
 class AnimalMotionComposer:
     """Driving keypoints for a still animal source, one batch of driving frames at a time.
 
-    The first frame ever composed (or ``first``) is the reference of the hull multiplier and of the motion.
+    The first frame ever composed is the reference of the hull multiplier and of the motion.
     Same call shape as runtime.motion.MotionComposer so the human frame loop drives it.
     """
 
@@ -50,11 +50,6 @@ class AnimalMotionComposer:
         self.x_s = transform_keypoints(source)
         self._x_d_0: np.ndarray | None = None
         self.multiplier: float | None = None
-
-    def reset(self, first: KpInfo | None = None) -> None:
-        """Start a new driving sequence (its first frame becomes the reference)."""
-        self._x_d_0 = None if first is None else absolute_keypoints(self.source, first.take(0))
-        self.multiplier = None if first is None else hull_multiplier(self.x_s, self._x_d_0)
 
     def compose(self, driving: KpInfo, driving_eye_ratio: np.ndarray | None = None,
                 driving_lip_ratio: np.ndarray | None = None) -> np.ndarray:
