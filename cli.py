@@ -31,6 +31,20 @@ WEIGHT_FILES = (
     "insightface/models/buffalo_l/2d106det.onnx",
 )
 
+# The animal export's inputs (`cli.py export --family liveportrait_animals`): the animal base models, X-Pose, the
+# human stitching MLP and the face graphs that crop the (human) driving video.
+ANIMAL_WEIGHT_FILES = (
+    "liveportrait_animals/base_models_v1.1/appearance_feature_extractor.pth",
+    "liveportrait_animals/base_models_v1.1/motion_extractor.pth",
+    "liveportrait_animals/base_models_v1.1/warping_module.pth",
+    "liveportrait_animals/base_models_v1.1/spade_generator.pth",
+    "liveportrait_animals/xpose.pth",
+    "liveportrait/retargeting_models/stitching_retargeting_module.pth",
+    "liveportrait/landmark.onnx",
+    "insightface/models/buffalo_l/det_10g.onnx",
+    "insightface/models/buffalo_l/2d106det.onnx",
+)
+
 # Help for each animation option (names are the runtime's AnimationOptions fields).
 OPTION_HELP = {
     "flag_relative_motion": "relative motion: the driving motion is applied relative to its first frame",
@@ -64,6 +78,11 @@ OPTION_HELP = {
     "scale_crop_driving_video": "driving crop scale",
     "vx_ratio_crop_driving_video": "driving crop horizontal shift",
     "vy_ratio_crop_driving_video": "driving crop vertical shift",
+    "animal": "animate a pet (cat, dog) photo with the liveportrait_animals models: X-Pose finds the animal's face "
+              "(models in <--models>/liveportrait_animals/)",
+    "animal_face_type": "X-Pose keypoint set the animal crop is cut on: 9 points (eyes, nose, mouth) or 68",
+    "animal_min_score": "X-Pose score under which the photo counts as showing no animal face (0 = always take the "
+                        "best candidate, as upstream)",
 }
 # Short aliases users know from the issue tracker / upstream docs.
 ALIASES = {"flag_pasteback": ["--no-paste-back"], "flag_crop_driving_video": ["--crop-driving"]}
@@ -79,7 +98,7 @@ def add_animation_options(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("animation options (official defaults)")
     choices = {"animation_region": opt.ANIMATION_REGIONS, "driving_option": opt.DRIVING_OPTIONS,
-               "audio_priority": opt.AUDIO_PRIORITIES}
+               "audio_priority": opt.AUDIO_PRIORITIES, "animal_face_type": opt.ANIMAL_FACE_TYPES}
     for field in dataclasses.fields(opt.AnimationOptions):
         default = field.default
         text = OPTION_HELP.get(field.name, field.name.replace("_", " "))
@@ -109,7 +128,7 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
     """Inputs, outputs, device and every animation option."""
     parser.add_argument("-s", "--source", required=True, type=Path,
                         help="source portrait: image (its largest face is animated; see --all-faces) or video "
-                             "(video->video)")
+                             "(video->video); a cat or dog photo with --animal")
     parser.add_argument("-d", "--driving", required=True, type=Path,
                         help="driving video, driving image, or motion template (.npz ours; .pkl with --trust-pickle)")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("animations"),
@@ -157,24 +176,32 @@ def _exporter():
     return export_models
 
 
-def ensure_models(models_dir: Path, weights_dir: Path, auto_export: bool) -> None:
+def ensure_models(models_dir: Path, weights_dir: Path, auto_export: bool, animal: bool = False) -> None:
     """First run: export models_dir from weights_dir when it has no manifest yet, or raise ModelsError saying how.
 
     Exports only when every checkpoint is present, the exporter (PyTorch) is importable and auto_export is on;
-    progress goes to stderr.
+    progress goes to stderr. ``animal``: the same for the animal export in models_dir/liveportrait_animals/.
     """
-    from runtime.manifest import MANIFEST_NAME, ModelsError
+    from runtime.manifest import ANIMAL_FAMILY, MANIFEST_NAME, ModelsError
 
     models_dir, weights_dir = Path(models_dir), Path(weights_dir)
+    family = "liveportrait"
+    if animal:
+        from runtime.animal.animator import animal_models_dir
+
+        models_dir, family = animal_models_dir(models_dir), ANIMAL_FAMILY
     if (models_dir / MANIFEST_NAME).is_file():
         return
-    export_cmd = f"python cli.py export --weights {weights_dir} --out {models_dir}"
+    family_flag = f" --family {family}" if animal else ""
+    export_cmd = f"python cli.py export{family_flag} --weights {weights_dir} --out {models_dir}"
     head = f"models folder {models_dir} has no {MANIFEST_NAME} (nothing exported yet)"
-    missing = [f for f in WEIGHT_FILES if not (weights_dir / f).is_file()]
+    missing = [f for f in (ANIMAL_WEIGHT_FILES if animal else WEIGHT_FILES) if not (weights_dir / f).is_file()]
     if missing:
+        what = "LivePortrait animal weights (liveportrait_animals/ and X-Pose's xpose.pth)" if animal else \
+            "LivePortrait weights"
         raise ModelsError(
             f"{head}, and {weights_dir}/ lacks {len(missing)} checkpoint file(s) to export them from: "
-            f"{', '.join(missing)}.\nPut the official LivePortrait weights there (or random test weights: "
+            f"{', '.join(missing)}.\nPut the official {what} there (or random test weights: "
             f"python -m export.fixtures --out {weights_dir}), then run: {export_cmd}")
     export_models = _exporter()
     if export_models is None:
@@ -192,7 +219,10 @@ def ensure_models(models_dir: Path, weights_dir: Path, auto_export: bool) -> Non
     from export.export_all import ExportError
 
     try:
-        export_models(weights_dir, models_dir, log=log)
+        if animal:
+            export_models(weights_dir, models_dir, family=family, log=log)
+        else:
+            export_models(weights_dir, models_dir, log=log)
     except (ExportError, CheckpointError) as exc:
         raise ModelsError(f"automatic export from {weights_dir}/ failed: {exc}") from exc
     if not (models_dir / MANIFEST_NAME).is_file():
@@ -277,10 +307,11 @@ def run_animate(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AnimationOptions)}
     try:
         options = AnimationOptions(**values)
-        ensure_models(args.models, args.weights, args.auto_export)
+        ensure_models(args.models, args.weights, args.auto_export, animal=options.animal)
         engine = LivePortrait(args.models, device=args.device, precision=args.precision, threads=args.threads,
                               coreml_units=args.coreml_units, strict_device=args.strict_device,
-                              cuda_graph_batch=(args.batch_size or 8) if args.cuda_graph else 0)
+                              cuda_graph_batch=(args.batch_size or 8) if args.cuda_graph else 0,
+                              animal=options.animal)
         result = engine.animate(
             args.source, args.driving, options=options, output_dir=args.output_dir, face_index=args.face_index,
             batch_size=args.batch_size, save_template=args.save_template, trust_pickle=args.trust_pickle,

@@ -30,7 +30,7 @@ from export.onnx_export import (
 )
 from export.paste_back_graph import export_paste_back
 from runtime.manifest import (
-    ANIMAL_GRAPHS,
+    ANIMAL_NETWORK_GRAPHS,
     CORE_GRAPHS,
     XPOSE_GRAPH,
     XPOSE_TEXT,
@@ -411,11 +411,11 @@ def export_models(weights: Path, out: Path | None = None, precision: str = "fp32
                   winograd: bool = True, log=print, xpose_text: Path | None = None) -> list[Row]:
     """Export everything asked for; returns the summary rows. Raises ExportError/CheckpointError on any failure.
 
-    The animal family writes ANIMAL_GRAPHS (the human stitching module, no eye/lip retargeting), xpose.onnx and
+    The animal family writes ANIMAL_NETWORK_GRAPHS (the human stitching module, no eye/lip retargeting), xpose.onnx and
     xpose_text.npz besides the same variants and face graphs as the human export."""
     animals = family == ANIMAL_FAMILY
     if graphs is None:
-        graphs = ANIMAL_GRAPHS if animals else CORE_GRAPHS
+        graphs = ANIMAL_NETWORK_GRAPHS if animals else CORE_GRAPHS
     out = Path(out) if out is not None else default_out(family)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

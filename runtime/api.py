@@ -85,18 +85,56 @@ class LivePortrait:
 
     def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
                  check_hash: bool = True, threads: int = 0, coreml_units: str | None = None,
-                 strict_device: bool = False, cuda_graph_batch: int = 0) -> None:
+                 strict_device: bool = False, cuda_graph_batch: int = 0, animal: bool = False) -> None:
         """cuda_graph_batch > 0 runs warping + decoder at that fixed batch, captured as a CUDA graph (CUDA only);
-        pass the same batch_size to animate()."""
+        pass the same batch_size to animate().
+
+        animal=True loads the pet models (`<models_dir>/liveportrait_animals/`, or models_dir itself when it is
+        that export) and animates animal photos; a human engine also runs animal jobs (options.animal) by
+        loading them on first use."""
         if cuda_graph_batch:
             from runtime.providers import resolve_device
 
             if resolve_device(device).device != "cuda":
                 raise ValueError("CUDA graphs need the CUDA device (--device cuda with onnxruntime-gpu)")
-        self.models = ModelSet(models_dir, device=device, precision=precision, check_hash=check_hash,
-                               threads=threads, coreml_units=coreml_units, strict_device=strict_device,
-                               static_batch=cuda_graph_batch)
-        self.animator = Animator(self.models)
+        self.animal = animal
+        self._settings = dict(models_dir=models_dir, device=device, precision=precision, check_hash=check_hash,
+                              threads=threads, coreml_units=coreml_units, strict_device=strict_device,
+                              cuda_graph_batch=cuda_graph_batch)
+        self._animal_engine: LivePortrait | None = None
+        self._animal_lock = threading.Lock()
+        if animal:
+            from runtime.animal.animator import AnimalAnimator, animal_models_dir
+            from runtime.manifest import ANIMAL_FAMILY
+
+            self.models = ModelSet(animal_models_dir(models_dir), device=device, precision=precision,
+                                   check_hash=check_hash, threads=threads, coreml_units=coreml_units,
+                                   strict_device=strict_device, static_batch=cuda_graph_batch, family=ANIMAL_FAMILY)
+            self.animator: Animator = AnimalAnimator(self.models)
+        else:
+            self.models = ModelSet(models_dir, device=device, precision=precision, check_hash=check_hash,
+                                   threads=threads, coreml_units=coreml_units, strict_device=strict_device,
+                                   static_batch=cuda_graph_batch)
+            self.animator = Animator(self.models)
+
+    def animal_engine(self) -> LivePortrait:
+        """The engine for options.animal jobs: this one when it is an animal engine, else one built on first use
+        with the same device settings (a ModelsError names the export command when the animal models are missing)."""
+        if self.animal:
+            return self
+        with self._animal_lock:
+            if self._animal_engine is None:
+                self._animal_engine = LivePortrait(**self._settings, animal=True)
+            return self._animal_engine
+
+    def _engine_for(self, options: AnimationOptions) -> LivePortrait:
+        """Human or animal engine for these options (an animal engine refuses human jobs)."""
+        if options.animal:
+            return self.animal_engine()
+        if self.animal:
+            raise ValueError("this engine was built with animal=True: it animates animal photos only (pass "
+                             "AnimationOptions(animal=True), or use a LivePortrait without animal for people)")
+        return self
 
     @property
     def device(self) -> str:
@@ -116,9 +154,13 @@ class LivePortrait:
 
         ``face_index`` 0 animates the largest face (official); None animates every face of the photo.
         """
-        options = options or AnimationOptions()
+        options = options or AnimationOptions(animal=self.animal)
         if not paste_back:
             options = options.replace(flag_pasteback=False)
+        if self._engine_for(options) is not self:
+            yield from self._engine_for(options).animate_frames(source_rgb, driving_frames, options, face_index,
+                                                                batch_size, paste_back)
+            return
         source = self.animator.source_image(np.asarray(source_rgb), options)
         faces = self.animator.source_faces(source, options, face_index)
         size = batch_size or self.default_batch()
@@ -127,10 +169,11 @@ class LivePortrait:
         if first is None:
             raise AnimationError("the driving video has no decodable frames")
         h, w = np.asarray(first).shape[:2]
+        square = h == w or self.animal  # animals: the driving clip is cropped only with the flag, as upstream
         frames = itertools.chain([first], frames_iter)
-        if driving_prepass_needed(options, h == w, options.any_retargeting):
+        if driving_prepass_needed(options, square, options.any_retargeting):
             frames = list(frames)  # the landmark pre-pass and the motion pass both read them
-        plan = self._plan(lambda: frames, options, square=h == w, need_lmks=options.any_retargeting,
+        plan = self._plan(lambda: frames, options, square=square, need_lmks=options.any_retargeting,
                           stats=RunStats())
         motions = self._motion_stream(lambda: frames, plan, options, size, keep_crops=False)
         for rendered in self.animator.image_to_video(faces, source, motions, options):
@@ -142,6 +185,8 @@ class LivePortrait:
 
         options None means the official editing panel's crop (scale 2.5); stitching and cropping follow `options`.
         """
+        if self.animal or (options is not None and options.animal):
+            raise ValueError("portrait editing is for people: the animal models have no eye/lip retargeting")
         image = load_image_rgb(source) if isinstance(source, (str, Path)) else np.asarray(source)
         return PortraitEditor(self.animator, image, options, face_index)
 
@@ -157,11 +202,17 @@ class LivePortrait:
         `on_progress` gets a Progress at each stage's start, per frame while animating and at the end; a set `cancel`
         event stops the run within one driving batch with AnimationCancelled (temp files are deleted).
         """
-        options = options or AnimationOptions()
+        options = options or AnimationOptions(animal=self.animal)
+        engine = self._engine_for(options)
+        if engine is not self:
+            return engine.animate(source, driving, options, output_dir, face_index, batch_size, save_template,
+                                  trust_pickle, write_concat, progress, on_progress, cancel)
         source, driving = Path(source), Path(driving)
         source_info = probe_media(source)
         template = _read_template(driving, trust_pickle)
         driving_info = None if template is not None else probe_media(driving)
+        if self.animal:
+            _check_animal_inputs(source_info, driving_info, save_template)
         ensure_writable_folder(Path(output_dir) / "probe")
         size = batch_size or self.default_batch()
         run = _Run(self, options, source, driving, Path(output_dir), size, write_concat, progress)
@@ -214,6 +265,20 @@ class LivePortrait:
             frames_iter.close()
         if index == 0:
             raise AnimationError("the driving video has no decodable frames")
+
+
+def _check_animal_inputs(source_info, driving_info, save_template: str | Path | None) -> None:
+    """What upstream's animal flow takes: a still photo, driven by a video or a template."""
+    if source_info.kind != "image":
+        raise AnimationError("the animal flow animates a still photo; a source video is not supported (upstream's "
+                             "animal pipeline takes images only)")
+    if driving_info is not None and driving_info.kind != "video":
+        raise AnimationError("the animal flow is driven by a video or a motion template, not an image: its motion "
+                             "is relative to the first driving frame, so one frame would not move the pet")
+    if save_template is not None:
+        raise AnimationError("--save-template is not available with --animal: make the template with the human "
+                             "flow (python cli.py -s <portrait> -d <video> --save-template t.npz); it drives "
+                             "animals too")
 
 
 def _read_template(path: Path, trust_pickle: bool) -> Template | None:
@@ -310,7 +375,8 @@ class _Run:
     def _faces(self, face_index: int | None):
         self.report("source", 0, 1)
         image = self.animator.source_image(load_image_rgb(self.source), self.options)
-        faces = self.animator.source_faces(image, self.options, face_index)
+        named = {"source_name": self.source.name} if self.engine.animal else {}
+        faces = self.animator.source_faces(image, self.options, face_index, **named)
         self.stats.source_faces = len(faces)
         self.check_cancel()
         self.report("source", 1, 1)
@@ -386,9 +452,10 @@ class _Run:
         def frames():
             return VideoReader(self.driving)
 
-        prepass = "driving" if driving_prepass_needed(o, _is_square(driving_info), need_lmks) else None
+        square = _is_square(driving_info) or self.engine.animal  # animals: crop only with the flag (upstream)
+        prepass = "driving" if driving_prepass_needed(o, square, need_lmks) else None
         frames = self.watched(frames, prepass, driving_info.frame_count)
-        plan = self.engine._plan(frames, o, _is_square(driving_info), need_lmks, self.stats)
+        plan = self.engine._plan(frames, o, square, need_lmks, self.stats)
         motions = self.engine._motion_stream(frames, plan, o, self.batch, keep_crops=self.write_concat,
                                              collect=collected)
         rendered = self.animator.image_to_video(faces, source_rgb, motions, o)

@@ -89,19 +89,24 @@ def transform_points(pts: np.ndarray, M: np.ndarray) -> np.ndarray:
     return pts @ M[:2, :2].T + M[:2, 2]
 
 
-def face_anchor_points(lmk: np.ndarray) -> np.ndarray:
-    """Eye-centre and lip-centre (2×2 float32) that fix the face's roll, for 5/68/101/106/203-point layouts.
+def face_anchor_points(lmk: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Eye-centre and lip-centre (2×2) that fix the face's roll, for 5/9/68/101/106/203-point layouts.
 
-    Means are taken in float32 and in the official point order: the crop geometry is computed in float32
-    end to end, so that tracked landmarks do not drift away from the official ones over a long clip.
+    Means are taken in ``dtype`` (float32: the official human geometry, so that tracked landmarks do not drift
+    away from the official ones over a long clip; float64 for the animal points X-Pose returns) and in the
+    official point order. The 9 animal points: right eye right/left, left eye right/left, nose, lip right/left,
+    upper/lower lip; the eye anchor is the mean of the two eye centres, the lip anchor the mean of the corners.
     """
-    lmk = np.asarray(lmk, dtype=np.float32)
+    lmk = np.asarray(lmk, dtype=dtype)
     if lmk.ndim != 2 or lmk.shape[1] != 2:
         raise ValueError(f"landmarks must be K×2, got shape {lmk.shape}")
     n = lmk.shape[0]
     if n == 5:  # left eye, right eye, nose, left mouth corner, right mouth corner
         eyes = (lmk[0] + lmk[1]) / 2
         lip = (lmk[3] + lmk[4]) / 2
+    elif n == 9:
+        eyes = ((lmk[2] + lmk[3]) / 2 + (lmk[0] + lmk[1]) / 2) / 2
+        lip = (lmk[5] + lmk[6]) / 2
     elif n == 68:  # 1-based iBUG: eyes 37/40 and 43/46, mouth corners 49/55
         eyes = (lmk[[36, 39]].mean(axis=0) + lmk[[42, 45]].mean(axis=0)) / 2
         lip = (lmk[48] + lmk[54]) / 2
@@ -110,18 +115,24 @@ def face_anchor_points(lmk: np.ndarray) -> np.ndarray:
         eyes = (lmk[list(left_idx)].mean(axis=0) + lmk[list(right_idx)].mean(axis=0)) / 2
         lip = (lmk[lip_idx[0]] + lmk[lip_idx[1]]) / 2
     else:
-        raise ValueError(f"unsupported landmark count {n}: expected 5, 68, 101, 106, 203 or more than 101")
+        raise ValueError(f"unsupported landmark count {n}: expected 5, 9, 68, 101, 106, 203 or more than 101")
     return np.stack([eyes, lip])
 
 
-def face_rect_from_landmarks(lmk: np.ndarray, scale: float, vx_ratio: float, vy_ratio: float) -> FaceRect:
-    """Rotated square box around the landmarks, as the official cropper measures it (float32 arithmetic)."""
-    pts = np.asarray(lmk, dtype=np.float32)
-    eyes, lip = face_anchor_points(pts)
+def face_rect_from_landmarks(lmk: np.ndarray, scale: float, vx_ratio: float, vy_ratio: float,
+                             dtype: type = np.float32) -> FaceRect:
+    """Rotated square box around the landmarks, as the official cropper measures it.
+
+    ``dtype`` is the arithmetic of the official cropper for these points: float32 for the human detectors' points;
+    float64 for X-Pose's animal points, where upstream still rounds the x axis to float32.
+    """
+    f = dtype
+    pts = np.asarray(lmk, dtype=f)
+    eyes, lip = face_anchor_points(pts, f)
     uy = lip - eyes
     norm = np.linalg.norm(uy)
-    uy = np.array([0.0, 1.0], dtype=np.float32) if norm <= 1e-3 else uy / norm
-    ux = np.array([uy[1], -uy[0]], dtype=np.float32)
+    uy = np.array([0.0, 1.0], dtype=f) if norm <= 1e-3 else uy / norm
+    ux = np.array([uy[1], -uy[0]], dtype=np.float32).astype(f)
     angle = math.acos(max(-1.0, min(1.0, float(ux[0]))))
     if ux[1] < 0:
         angle = -angle
@@ -130,18 +141,21 @@ def face_rect_from_landmarks(lmk: np.ndarray, scale: float, vx_ratio: float, vy_
     local = (pts - mean) @ np.stack([ux, uy]).T  # coordinates along (ux, uy)
     lo, hi = local.min(axis=0), local.max(axis=0)
     mid = (lo + hi) / 2
-    side = np.full(2, max(hi - lo), dtype=np.float32) * np.float32(scale)
+    side = np.full(2, max(hi - lo), dtype=f) * f(scale)
     center = mean + ux * mid[0] + uy * mid[1]
-    center = center + ux * (np.float32(vx_ratio) * side) + uy * (np.float32(vy_ratio) * side)
+    center = center + ux * (f(vx_ratio) * side) + uy * (f(vy_ratio) * side)
     return FaceRect(center=center, size=float(side[0]), angle=angle)
 
 
-def crop_matrix(center: np.ndarray, size: float, angle: float, dsize: int) -> np.ndarray:
-    """3×3 float32 original→crop similarity: rotate by −angle about ``center``, scale to ``dsize``, centre it."""
-    s = np.float32(dsize) / np.float32(size)
+def crop_matrix(center: np.ndarray, size: float, angle: float, dsize: int, dtype: type = np.float32) -> np.ndarray:
+    """3×3 float32 original→crop similarity: rotate by −angle about ``center``, scale to ``dsize``, centre it.
+
+    The entries are computed in ``dtype`` (that of the box, see face_rect_from_landmarks) and stored as float32.
+    """
+    s = dtype(dsize) / dtype(size)
     c, si = math.cos(angle), math.sin(angle)
-    cx, cy = np.float32(center[0]), np.float32(center[1])
-    half = np.float32(dsize / 2.0)
+    cx, cy = dtype(center[0]), dtype(center[1])
+    half = dtype(dsize / 2.0)
     if angle == 0.0:  # the official unrotated form (no cos/sin products, bit-identical to its matrix)
         rows = [[s, 0.0, half - s * cx], [0.0, s, half - s * cy]]
     else:
@@ -161,10 +175,10 @@ def bbox_crop_matrix(bbox: np.ndarray, dsize: int) -> np.ndarray:
                     dtype=np.float32)
 
 
-def face_crop_matrix(lmk: np.ndarray, params: CropParams) -> np.ndarray:
+def face_crop_matrix(lmk: np.ndarray, params: CropParams, dtype: type = np.float32) -> np.ndarray:
     """3×3 float32 original→crop matrix of the rotated (or, without flag_do_rot, upright) face box."""
-    rect = face_rect_from_landmarks(lmk, params.scale, params.vx_ratio, params.vy_ratio)
-    return crop_matrix(rect.center, rect.size, rect.angle if params.flag_do_rot else 0.0, params.dsize)
+    rect = face_rect_from_landmarks(lmk, params.scale, params.vx_ratio, params.vy_ratio, dtype)
+    return crop_matrix(rect.center, rect.size, rect.angle if params.flag_do_rot else 0.0, params.dsize, dtype)
 
 
 def _finish_crop(
@@ -181,13 +195,15 @@ def _finish_crop(
     return CropResult(img_crop=img_crop, img_crop_256=img_256, lmk_crop=lmk_crop, M_o2c=M_o2c, M_c2o=M_c2o)
 
 
-def crop_face(image_rgb: np.ndarray, lmk: np.ndarray, params: CropParams = SOURCE_PARAMS) -> CropResult:
+def crop_face(image_rgb: np.ndarray, lmk: np.ndarray, params: CropParams = SOURCE_PARAMS,
+              dtype: type = np.float32) -> CropResult:
     """Cut the face described by ``lmk`` out of ``image_rgb`` (source-image / per-frame crop).
 
-    The 256² network input is an INTER_AREA downscale, as the official source path does.
+    The 256² network input is an INTER_AREA downscale, as the official source path does. ``dtype``: the geometry's
+    arithmetic (float64 for X-Pose's animal points, as upstream).
     """
     _check_image(image_rgb)
-    M = face_crop_matrix(lmk, params)
+    M = face_crop_matrix(lmk, params, dtype)
     return _finish_crop(image_rgb, M, params.dsize, np.asarray(lmk, np.float32), cv2.INTER_AREA)
 
 

@@ -28,15 +28,15 @@ FACE_GRAPHS = ("det_10g", "2d106det", "landmark")
 # The animal family (models_onnx/liveportrait_animals/): its own appearance/motion/warping graphs, the human
 # stitching module (as upstream), no eye/lip retargeting, the X-Pose detector and its CLIP text features.
 ANIMAL_FAMILY = "liveportrait_animals"
-ANIMAL_GRAPHS = (
-    "appearance_feature_extractor",
-    "motion_extractor",
-    "warping_spade",
-    "stitching",
-)
 XPOSE_GRAPH = "xpose"  # xpose.onnx: image, instance_text, keypoint_text, keypoint_mask → logits, boxes, keypoints
 XPOSE_TEXT = "xpose_text"  # xpose_text.npz: ins/kpt_text_embeddings_{9,68} float32
-ANIMAL_REQUIRED = (*ANIMAL_GRAPHS, XPOSE_GRAPH, XPOSE_TEXT)
+# The networks the animal export traces from the animal (and human stitching) checkpoints.
+ANIMAL_NETWORK_GRAPHS = ("appearance_feature_extractor", "motion_extractor", "warping_spade", "stitching")
+# What an animal models folder must hold for the runtime.
+ANIMAL_GRAPHS = (*ANIMAL_NETWORK_GRAPHS, XPOSE_GRAPH)
+ANIMAL_REQUIRED = (*ANIMAL_GRAPHS, XPOSE_TEXT)
+ANIMAL_EXPORT_HINT = (f"python cli.py export --family {ANIMAL_FAMILY} --weights pretrained_weights "
+                      f"--out models_onnx/{ANIMAL_FAMILY}")
 
 
 class ModelsError(RuntimeError):
@@ -143,20 +143,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_manifest(folder: Path) -> Manifest:
-    """Load manifest.json, or raise ModelsError telling the user how to produce it."""
+def read_manifest(folder: Path, hint: str = EXPORT_HINT) -> Manifest:
+    """Load manifest.json, or raise ModelsError telling the user how to produce it (``hint``: the command)."""
     folder = Path(folder)
     path = folder / MANIFEST_NAME
     if not folder.is_dir():
-        raise ModelsError(f"models folder {folder} does not exist. Produce the ONNX graphs with: {EXPORT_HINT}")
+        raise ModelsError(f"models folder {folder} does not exist. Produce the ONNX graphs with: {hint}")
     if not path.is_file():
-        raise ModelsError(f"{path} is missing: {folder} was not written by the exporter. Run: {EXPORT_HINT}")
+        raise ModelsError(f"{path} is missing: {folder} was not written by the exporter. Run: {hint}")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ModelsError(f"{path} is not valid JSON ({exc}). Re-run: {EXPORT_HINT}") from exc
+        raise ModelsError(f"{path} is not valid JSON ({exc}). Re-run: {hint}") from exc
     if data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("models"), dict):
-        raise ModelsError(f"{path} has an unknown format {data.get('format')!r}. Re-run: {EXPORT_HINT}")
+        raise ModelsError(f"{path} has an unknown format {data.get('format')!r}. Re-run: {hint}")
     models = {k: ModelEntry.from_json(k, v) for k, v in data["models"].items()}
     return Manifest(models=models, exporter=dict(data.get("exporter", {})), created=data.get("created", ""))
 
@@ -174,13 +174,18 @@ def verify_entry(folder: Path, entry: ModelEntry, check_hash: bool = True) -> li
     return []
 
 
-def verify_models(folder: Path, keys: tuple[str, ...] | list[str], check_hash: bool = True) -> Manifest:
-    """Read the manifest and check that `keys` are listed and their files match; raise ModelsError otherwise."""
-    manifest = read_manifest(folder)
+def verify_models(folder: Path, keys: tuple[str, ...] | list[str], check_hash: bool = True,
+                  hint: str = EXPORT_HINT) -> Manifest:
+    """Read the manifest and check that `keys` are listed and their files match; raise ModelsError otherwise.
+
+    ``hint`` is the export command that produces the folder (the animal family has its own)."""
+    manifest = read_manifest(folder, hint)
     missing = [k for k in keys if k not in manifest.models]
     if missing:
+        files = ", ".join(f"{k}.onnx" for k in missing)
         raise ModelsError(
-            f"{Path(folder) / MANIFEST_NAME} lists no {', '.join(missing)}. Export them with: {EXPORT_HINT}"
+            f"{Path(folder) / MANIFEST_NAME} lists no {', '.join(missing)} ({files} not exported). "
+            f"Export them with: {hint}"
         )
     problems: list[str] = []
     for key in keys:
@@ -189,6 +194,6 @@ def verify_models(folder: Path, keys: tuple[str, ...] | list[str], check_hash: b
         raise ModelsError(
             f"models in {folder} do not match manifest.json:\n  - "
             + "\n  - ".join(problems)
-            + f"\nRe-run: {EXPORT_HINT}"
+            + f"\nRe-run: {hint}"
         )
     return manifest

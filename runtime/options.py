@@ -13,6 +13,7 @@ from typing import Any
 ANIMATION_REGIONS = ("exp", "pose", "lip", "eyes", "all")
 DRIVING_OPTIONS = ("expression-friendly", "pose-friendly")
 AUDIO_PRIORITIES = ("source", "driving")
+ANIMAL_FACE_TYPES = ("animal_face_9", "animal_face_68")  # X-Pose's keypoint sets (upstream's animal_face_type)
 
 # Process noise of the v2v Kalman smoother; upstream hard-codes it (not a CLI option).
 SMOOTH_PROCESS_VARIANCE = 1e-5
@@ -64,6 +65,12 @@ class AnimationOptions:
     vx_ratio_crop_driving_video: float = 0.0
     vy_ratio_crop_driving_video: float = -0.1
 
+    # animals (pets): the liveportrait_animals models and the X-Pose face detector instead of the human flow
+    animal: bool = False
+    animal_face_type: str = "animal_face_9"
+    # X-Pose score (sigmoid of the best candidate) under which the photo counts as showing no animal face
+    animal_min_score: float = 0.1
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -72,6 +79,15 @@ class AnimationOptions:
         _choice("animation_region", self.animation_region, ANIMATION_REGIONS)
         _choice("driving_option", self.driving_option, DRIVING_OPTIONS)
         _choice("audio_priority", self.audio_priority, AUDIO_PRIORITIES)
+        _choice("animal_face_type", self.animal_face_type, ANIMAL_FACE_TYPES)
+        if not 0.0 <= float(self.animal_min_score) <= 1.0:
+            raise ValueError(f"animal_min_score must be in [0, 1], got {self.animal_min_score!r}")
+        if self.animal:
+            unsupported = [name for name in ("flag_eye_retargeting", "flag_lip_retargeting", "flag_normalize_lip",
+                                             "flag_source_video_eye_retargeting") if getattr(self, name)]
+            if unsupported:
+                raise ValueError(f"{', '.join(unsupported)}: not available with animal (the animal flow has no "
+                                 "eye/lip retargeting or lip normalisation, as upstream)")
         for name in (
             "driving_smooth_observation_variance",
             "output_fps",

@@ -14,7 +14,17 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.manifest import CORE_GRAPHS, EXPORT_HINT, FACE_GRAPHS, Manifest, ModelsError, verify_models
+from runtime.manifest import (
+    ANIMAL_EXPORT_HINT,
+    ANIMAL_FAMILY,
+    ANIMAL_GRAPHS,
+    CORE_GRAPHS,
+    EXPORT_HINT,
+    FACE_GRAPHS,
+    Manifest,
+    ModelsError,
+    verify_models,
+)
 from runtime.providers import DeviceChoice, resolve_device
 
 PRECISIONS = ("auto", "fp32", "fp16")
@@ -74,7 +84,7 @@ def tensorrt_has_5d_gridsample() -> bool:
 
 
 def pick_variant(manifest: Manifest, graph: str, device: str, precision: str = "auto",
-                 preferred: Mapping[str, list[str]] | None = None) -> str:
+                 preferred: Mapping[str, list[str]] | None = None, hint: str = EXPORT_HINT) -> str:
     """The first candidate the manifest lists, or a ModelsError naming the export command that makes one."""
     candidates = variant_candidates(graph, device, precision, preferred)
     for key in candidates:
@@ -85,7 +95,7 @@ def pick_variant(manifest: Manifest, graph: str, device: str, precision: str = "
         flags.append("--grid-sample 4d")
     if all(k.endswith(".fp16") for k in candidates):
         flags.append("--precision fp16")
-    hint = EXPORT_HINT + (" " + " ".join(flags) if flags else "")
+    hint = hint + (" " + " ".join(flags) if flags else "")
     raise ModelsError(f"no {' or '.join(c + '.onnx' for c in candidates)} for device {device!r} in the models "
                       f"folder. Export it with: {hint}")
 
@@ -171,12 +181,19 @@ def _as_input(value: Any) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(np.float32) if arr.dtype == np.float64 else arr)
 
 
+FAMILY_GRAPHS = {"liveportrait": (CORE_GRAPHS, EXPORT_HINT), ANIMAL_FAMILY: (ANIMAL_GRAPHS, ANIMAL_EXPORT_HINT)}
+
+
 class ModelSet:
-    """All graphs the pipeline needs, loaded lazily once and reused across calls."""
+    """All graphs the pipeline needs, loaded lazily once and reused across calls.
+
+    ``family`` "liveportrait" (humans) or "liveportrait_animals" (pets: animal weights + X-Pose) picks which graphs
+    the folder must hold and which export command a missing one names.
+    """
 
     def __init__(self, models_dir: str | Path = "models_onnx", device: str = "auto", precision: str = "auto",
                  check_hash: bool = True, threads: int = 0, coreml_units: str | None = None,
-                 strict_device: bool = False, static_batch: int = 0) -> None:
+                 strict_device: bool = False, static_batch: int = 0, family: str = "liveportrait") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dir = Path(models_dir)
@@ -188,15 +205,23 @@ class ModelSet:
         self.strict_device = strict_device
         # > 0: warping_spade runs at this fixed batch from fixed buffers, captured as a CUDA graph on CUDA
         self.static_batch = static_batch
-        self.manifest = verify_models(self.dir, CORE_GRAPHS + FACE_GRAPHS, check_hash=False)
-        self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant)
-                     for g in CORE_GRAPHS}
+        if family not in FAMILY_GRAPHS:
+            raise ValueError(f"family must be one of {tuple(FAMILY_GRAPHS)}, got {family!r}")
+        self.family = family
+        graphs, hint = FAMILY_GRAPHS[family]
+        self.manifest = verify_models(self.dir, graphs + FACE_GRAPHS, check_hash=False, hint=hint)
+        declared = self.manifest.exporter.get("family")
+        if declared and declared != family:  # e.g. human graphs where the animal weights belong
+            raise ModelsError(f"{self.dir} holds the {declared} export, not {family}. Export it with: {hint}")
+        self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant,
+                                     hint=hint)
+                     for g in graphs}
         self.keys.update({g: g for g in FACE_GRAPHS})
         # OpenVINO runs warping_spade as two halves when exported: the decoder may then use bf16
         self.split = self.choice.device == "openvino" and all(k in self.manifest.models for k in SPLIT_KEYS.values())
         if self.split:
             self.keys.update(SPLIT_KEYS)
-        verify_models(self.dir, list(self.keys.values()), check_hash=check_hash)
+        verify_models(self.dir, list(self.keys.values()), check_hash=check_hash, hint=hint)
         self._runners: dict[str, Any] = {}
         self.cache_dir = Path(os.environ.get("LIVEPORTRAIT_CACHE", Path.home() / ".cache" / "liveportrait-onnx"))
 

@@ -13,10 +13,16 @@ from typing import Any, Optional
 
 from fastapi import Form
 
-from runtime.options import ANIMATION_REGIONS, AUDIO_PRIORITIES, DRIVING_OPTIONS, AnimationOptions
+from runtime.options import (
+    ANIMAL_FACE_TYPES,
+    ANIMATION_REGIONS,
+    AUDIO_PRIORITIES,
+    DRIVING_OPTIONS,
+    AnimationOptions,
+)
 
 CHOICES = {"animation_region": ANIMATION_REGIONS, "driving_option": DRIVING_OPTIONS,
-           "audio_priority": AUDIO_PRIORITIES}
+           "audio_priority": AUDIO_PRIORITIES, "animal_face_type": ANIMAL_FACE_TYPES}
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str}
 
 

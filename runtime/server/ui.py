@@ -39,7 +39,8 @@ THEME_MONO = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"
 ANIMATE_FIELDS = ("flag_do_crop", "scale", "vx_ratio", "vy_ratio", "flag_crop_driving_video",
                   "scale_crop_driving_video", "vx_ratio_crop_driving_video", "vy_ratio_crop_driving_video",
                   "flag_normalize_lip", "flag_relative_motion", "flag_pasteback", "flag_stitching",
-                  "animation_region", "driving_option", "driving_multiplier", "driving_smooth_observation_variance")
+                  "animation_region", "driving_option", "driving_multiplier", "driving_smooth_observation_variance",
+                  "animal")
 EDIT_FIELDS = tuple(f.name for f in dataclasses.fields(EditParams))
 EDIT_STEP = {"mov_x": 0.01, "mov_y": 0.01, "mov_z": 0.01, "lip_variation_zero": 0.01, "smile": 0.01,
              "eye_ratio": 0.01, "lip_ratio": 0.01}
@@ -172,6 +173,7 @@ def animation_tab(service: JobService) -> None:
             relative = gr.Checkbox(DEFAULTS.flag_relative_motion, label="relative motion")
             pasteback = gr.Checkbox(DEFAULTS.flag_pasteback, label="paste-back")
             stitching = gr.Checkbox(DEFAULTS.flag_stitching, label="stitching")
+            animal = gr.Checkbox(DEFAULTS.animal, label="animal (cat/dog photo)", elem_id="animal")
         with gr.Row():
             region = gr.Radio(list(ANIMATION_REGIONS), value=DEFAULTS.animation_region, label="animation region")
             driving_option = gr.Radio(list(DRIVING_OPTIONS), value=DEFAULTS.driving_option, label="driving option")
@@ -200,7 +202,7 @@ def animation_tab(service: JobService) -> None:
                     label="Examples (tests/assets)", cache_examples=False)
 
     widgets = [do_crop, scale, vx, vy, crop_driving, d_scale, d_vx, d_vy, normalize_lip, relative, pasteback,
-               stitching, region, driving_option, multiplier, smooth]
+               stitching, region, driving_option, multiplier, smooth, animal]
 
     for box, role in ((source_image, "source"), (source_video, "source"), (driving_video, "driving"),
                       (driving_image, "driving"), (driving_template, "driving")):
