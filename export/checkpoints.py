@@ -76,21 +76,21 @@ def _read(path: Path) -> dict:
     return dict(data)
 
 
-def _listing(keys: list[str]) -> str:
+def listing(keys: list[str]) -> str:
     shown = ", ".join(keys[:_MAX_LISTED])
     return shown + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointError unless `state_dict` has exactly the model's keys with the model's shapes."""
+def state_dict_problems(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps `state_dict` from having exactly the model's keys with the model's shapes (empty: it fits)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     problems = []
     if missing:
-        problems.append(f"missing key(s): {_listing(missing)}")
+        problems.append(f"missing key(s): {listing(missing)}")
     if unexpected:
-        problems.append(f"unexpected key(s): {_listing(unexpected)}")
+        problems.append(f"unexpected key(s): {listing(unexpected)}")
     for key, ref in expected.items():
         got = state_dict.get(key)
         if got is None:
@@ -99,6 +99,12 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
             problems.append(f"key {key} holds a {type(got).__name__}, expected a tensor of shape {tuple(ref.shape)}")
         elif tuple(got.shape) != tuple(ref.shape):
             problems.append(f"wrong shape for {key}: expected {tuple(ref.shape)}, got {tuple(got.shape)}")
+    return problems
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError unless `state_dict` has exactly the model's keys with the model's shapes."""
+    problems = state_dict_problems(model, state_dict)
     if problems:
         raise CheckpointError(f"{source} does not match {type(model).__name__}: " + "; ".join(problems))
 
@@ -112,7 +118,7 @@ def load_network(name: str, weights_root: Path, family: str = "liveportrait") ->
     if spec.nested_key is not None:
         if spec.nested_key not in data:
             raise CheckpointError(
-                f"{path} has no entry {spec.nested_key!r} (found: {_listing(sorted(map(str, data)))})"
+                f"{path} has no entry {spec.nested_key!r} (found: {listing(sorted(map(str, data)))})"
             )
         data = data[spec.nested_key]
         source = f"{path}[{spec.nested_key!r}]"

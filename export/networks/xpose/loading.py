@@ -16,12 +16,6 @@ import torch
 from .unipose import XPose
 
 SKIPPED_PREFIXES = ("clip_model.",)  # CLIP ViT-B/32 bundled by X-Pose training: text features are cached instead
-_MAX_LISTED = 8
-
-
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return shown + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
 def tied_groups(model: torch.nn.Module) -> list[list[str]]:
@@ -35,31 +29,17 @@ def tied_groups(model: torch.nn.Module) -> list[list[str]]:
 def check_xpose_state_dict(model: XPose, state_dict: Mapping[str, torch.Tensor], source: str) -> list[str]:
     """Raise CheckpointError unless `state_dict` fits `model` exactly (skippable extras aside); returns the
     skipped keys."""
-    from export.checkpoints import CheckpointError
+    from export.checkpoints import CheckpointError, listing, state_dict_problems
 
     expected = model.state_dict()
     skipped = [k for k in state_dict if k not in expected and k.startswith(SKIPPED_PREFIXES)]
-    unexpected = [k for k in state_dict if k not in expected and not k.startswith(SKIPPED_PREFIXES)]
-    missing = [k for k in expected if k not in state_dict]
-    problems = []
-    if missing:
-        problems.append(f"missing key(s): {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected key(s): {_listing(unexpected)}")
-    for key, ref in expected.items():
-        got = state_dict.get(key)
-        if got is None:
-            continue
-        if not isinstance(got, torch.Tensor):
-            problems.append(f"key {key} holds a {type(got).__name__}, expected a tensor of shape {tuple(ref.shape)}")
-        elif tuple(got.shape) != tuple(ref.shape):
-            problems.append(f"wrong shape for {key}: expected {tuple(ref.shape)}, got {tuple(got.shape)}")
+    problems = state_dict_problems(model, {k: v for k, v in state_dict.items() if k not in skipped})
     if not problems:
         for group in tied_groups(model):
             first = state_dict[group[0]]
             differing = [k for k in group[1:] if not torch.equal(state_dict[k], first)]
             if differing:
-                problems.append(f"tied key(s) {_listing(differing)} differ from {group[0]} (one shared head upstream)")
+                problems.append(f"tied key(s) {listing(differing)} differ from {group[0]} (one shared head upstream)")
         for key, ref in model.named_buffers():
             if not torch.equal(state_dict[key].to(ref.dtype), ref):
                 problems.append(f"buffer {key} differs from the fixed Swin relative-position index")
