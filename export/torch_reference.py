@@ -102,3 +102,19 @@ class TorchReference:
             ("motion", motion),
             ("appearance", lambda: mods["appearance_feature_extractor"](net_input(images_u8))),
             ("stitching", mlps), ("warp_decode", warp), ("motion+warp+decode", per_frame))}
+
+
+def xpose_call(checkpoint: Path, feeds: dict[str, np.ndarray], threads: int = 0) -> Callable[[], Any]:
+    """A no-grad call of our PyTorch X-Pose (loaded from `checkpoint`) on the bench's X-Pose feeds."""
+    from export.networks.xpose.loading import load_xpose
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, _ = load_xpose(checkpoint)
+    args = [torch.from_numpy(feeds[name]) for name in ("image", "instance_text", "keypoint_text", "keypoint_mask")]
+
+    def call() -> Any:
+        with torch.no_grad():
+            return model(*args)
+
+    return call

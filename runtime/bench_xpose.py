@@ -69,17 +69,6 @@ def torch_xpose_call(weights: Path, feeds: dict[str, np.ndarray], threads: int =
     ckpt = Path(weights) / "liveportrait_animals" / "xpose.pth"
     if importlib.util.find_spec("torch") is None or not ckpt.is_file():
         return None
-    import torch
+    from export.torch_reference import xpose_call  # torch lives in export/ only
 
-    from export.networks.xpose.loading import load_xpose
-
-    if threads:
-        torch.set_num_threads(threads)
-    model, _ = load_xpose(ckpt)
-    args = [torch.from_numpy(feeds[name]) for name in ("image", "instance_text", "keypoint_text", "keypoint_mask")]
-
-    def call() -> object:
-        with torch.no_grad():
-            return model(*args)
-
-    return call
+    return xpose_call(ckpt, feeds, threads)
