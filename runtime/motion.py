@@ -7,7 +7,6 @@ Rz·Ry·Rx product, and only tx, ty applied (tz is dropped).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -217,73 +216,17 @@ def transform_keypoints(info: KpInfo) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def convex_hull_volume(points: np.ndarray, tol: float = 1e-12) -> float:
-    """Volume of the 3-D convex hull of K points (K small, e.g. 21 keypoints); 0 for flat or degenerate sets.
+def convex_hull_volume(points: np.ndarray) -> float:
+    """Volume of the 3-D convex hull of K points (SciPy's Qhull, as upstream); 0 for flat or degenerate sets."""
+    from scipy.spatial import ConvexHull, QhullError  # imported on first use: only the multiplier needs SciPy
 
-    Brute force over point triples: a triple spans a hull facet when no point lies strictly on its outer side.
-    Coplanar facets are merged per plane and measured as a 2-D hull, so no face is counted twice.
-    """
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if p.shape[0] < 4:
         return 0.0
-    centre = p.mean(axis=0)
-    span = float(np.max(np.linalg.norm(p - centre, axis=1)))
-    if span == 0.0:
+    try:
+        return float(ConvexHull(p).volume)
+    except QhullError:  # all points on a plane or a line: no volume
         return 0.0
-    q = (p - centre) / span  # unit-size copy for scale-free tolerances
-    tri = np.array(list(itertools.combinations(range(q.shape[0]), 3)))
-    normals = np.cross(q[tri[:, 1]] - q[tri[:, 0]], q[tri[:, 2]] - q[tri[:, 0]])
-    norms = np.linalg.norm(normals, axis=1)
-    ok = norms > 1e-9
-    tri, normals = tri[ok], normals[ok] / norms[ok, None]
-    offsets = np.einsum("ij,ij->i", normals, q[tri[:, 0]])
-    # orient outward (centre at origin is inside the hull when the hull has volume)
-    flip = offsets < 0
-    normals[flip] *= -1
-    offsets[flip] *= -1
-    side = q @ normals.T - offsets  # K × F, > 0 means outside
-    eps = 1e-9 + tol
-    facets = np.where(np.all(side <= eps, axis=0) & (offsets > eps))[0]
-    if facets.size == 0:
-        return 0.0
-    volume = 0.0
-    seen: list[tuple[np.ndarray, float]] = []
-    for f in facets:
-        n, d = normals[f], offsets[f]
-        if any(np.allclose(n, n2, atol=1e-7) and abs(d - d2) < 1e-7 for n2, d2 in seen):
-            continue
-        seen.append((n, d))
-        on_plane = q[np.abs(side[:, f]) <= eps]
-        volume += _planar_hull_area(on_plane, n) * d / 3.0
-    return float(volume * span**3)
-
-
-def _planar_hull_area(points: np.ndarray, normal: np.ndarray) -> float:
-    """Area of the 2-D convex hull of coplanar points (monotone chain in an in-plane basis)."""
-    helper = np.array([1.0, 0.0, 0.0]) if abs(normal[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    u = np.cross(normal, helper)
-    u /= np.linalg.norm(u)
-    v = np.cross(normal, u)
-    pts = sorted({(float(a), float(b)) for a, b in zip(points @ u, points @ v, strict=True)})
-    if len(pts) < 3:
-        return 0.0
-
-    def half(seq: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        out: list[tuple[float, float]] = []
-        for pt in seq:
-            while len(out) >= 2:
-                (ax, ay), (bx, by) = out[-2], out[-1]
-                if (bx - ax) * (pt[1] - ay) - (by - ay) * (pt[0] - ax) <= 0:
-                    out.pop()
-                else:
-                    break
-            out.append(pt)
-        return out
-
-    hull = half(pts)[:-1] + half(pts[::-1])[:-1]
-    xs = np.array([h[0] for h in hull])
-    ys = np.array([h[1] for h in hull])
-    return float(0.5 * abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
 
 
 def motion_multiplier(x_s: np.ndarray, x_d_0: np.ndarray) -> float:

@@ -12,7 +12,7 @@ import pytest
 from scipy.spatial import ConvexHull
 
 from runtime.animal.crop import crop_animal_face
-from runtime.animal.motion import AnimalMotionComposer, absolute_keypoints, hull_multiplier, hull_volume
+from runtime.animal.motion import AnimalMotionComposer, absolute_keypoints
 from runtime.animal.resize import pil_bilinear_resize
 from runtime.animal.xpose import (
     MEAN,
@@ -25,7 +25,7 @@ from runtime.animal.xpose import (
     select_face,
 )
 from runtime.crop import CropParams, face_rect_from_landmarks, transform_points
-from runtime.motion import KpInfo, rotation_matrix
+from runtime.motion import KpInfo, convex_hull_volume, motion_multiplier, rotation_matrix
 from runtime.options import AnimationOptions
 from tests.xpose_stand_in import ASSETS, build_xpose_stand_in, default_logits, layout_9, layout_68
 
@@ -102,9 +102,9 @@ def test_hull_multiplier_is_the_root_of_the_volume_ratio() -> None:
     rng = np.random.default_rng(0)
     x_s = np.vstack([cube(2.0), rng.uniform(-0.9, 0.9, size=(13, 3))])
     x_d = np.vstack([cube(1.0, (5, 5, 5)), rng.uniform(4.6, 5.4, size=(13, 3))])
-    assert hull_volume(x_s) == pytest.approx(8.0, rel=1e-12)
-    assert hull_volume(x_d) == pytest.approx(1.0, rel=1e-12)
-    assert hull_multiplier(x_s[None], x_d[None]) == pytest.approx(math.sqrt(8.0), rel=1e-12)
+    assert convex_hull_volume(x_s) == pytest.approx(8.0, rel=1e-12)
+    assert convex_hull_volume(x_d) == pytest.approx(1.0, rel=1e-12)
+    assert motion_multiplier(x_s[None], x_d[None]) == pytest.approx(math.sqrt(8.0), rel=1e-12)
 
 
 def kp_info(rng: np.random.Generator, n: int) -> KpInfo:

@@ -11,19 +11,8 @@ No retargeting, lip normalisation or animation regions: upstream's animal flow h
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import ConvexHull
 
-from runtime.motion import KpInfo, Net, apply_stitching, transform_keypoints
-
-
-def hull_volume(points: np.ndarray) -> float:
-    """Volume of the 3-D convex hull of K keypoints (SciPy's Qhull, as upstream)."""
-    return float(ConvexHull(np.asarray(points, dtype=np.float64).reshape(-1, 3)).volume)
-
-
-def hull_multiplier(x_s: np.ndarray, x_d_0: np.ndarray) -> float:
-    """Upstream's calc_motion_multiplier: √(source hull volume) / √(first driving hull volume)."""
-    return float(np.sqrt(hull_volume(x_s)) / np.sqrt(hull_volume(x_d_0)))
+from runtime.motion import KpInfo, Net, apply_stitching, motion_multiplier, transform_keypoints
 
 
 def absolute_keypoints(source: KpInfo, driving: KpInfo) -> np.ndarray:
@@ -57,7 +46,7 @@ class AnimalMotionComposer:
         x_d = absolute_keypoints(self.source, driving)
         if self._x_d_0 is None:
             self._x_d_0 = x_d[:1].copy()
-            self.multiplier = hull_multiplier(self.x_s, self._x_d_0)
+            self.multiplier = motion_multiplier(self.x_s, self._x_d_0)
         x_d = ((x_d - self._x_d_0) * np.float32(self.multiplier) + self.x_s).astype(np.float32)
         if self.stitching is not None:
             x_d = apply_stitching(self.stitching, self.x_s, x_d)
