@@ -501,7 +501,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "split pair and *.coreml.onnx (default: 5d)")
     parser.add_argument("--skip-winograd", action="store_false", dest="winograd",
                         help="do not write warping_spade.wino.onnx, the CPU execution provider's fastest warping "
-                             "graph (saves ~1 min and 400 MB; the CPU then runs the plain graph, ~1.5x slower)")
+                             "graph (saves ~1 min and 1.1 GB; the CPU then runs the plain graph, ~1.5x slower)")
     parser.add_argument("--family", choices=["liveportrait", "liveportrait_animals"], default="liveportrait",
                         help="which model family of the weights tree to export (default: liveportrait)")
     parser.add_argument("--xpose-text", type=Path, default=None, dest="xpose_text",

@@ -68,14 +68,49 @@ def test_rewrite_matches_direct_convolution_and_keeps_the_dynamic_batch() -> Non
     onnx.checker.check_model(rewritten)
     ops = {n.op_type for n in rewritten.graph.node}
     assert "ConvTranspose" in ops and "MatMul" in ops
-    # per convolution one GEMM builds the transformed weights (a broadcast 6×3 MatMul pair made onnxruntime's load
-    # take seconds) and one does the products
-    assert sum(n.op_type == "MatMul" for n in rewritten.graph.node) == 2 * report.rewritten
+    # per convolution one GEMM does the products; the transformed weights U are stored, not computed at load
+    assert sum(n.op_type == "MatMul" for n in rewritten.graph.node) == report.rewritten
+    u = {i.name: tuple(i.dims) for i in rewritten.graph.initializer if i.name.endswith("/winograd/u")}
+    assert sorted(u.values()) == sorted([(36, 32, 32), (36, 48, 32), (36, 32, 48)])
     assert not {n.name for n in rewritten.graph.node} & {"conv0", "conv1", "conv2"}
     x = np.random.default_rng(3).standard_normal((3, 32, 32, 32)).astype(np.float32)  # batch 3, probed at 1
     ref, got = _run(model, x), _run(rewritten, x)
     assert got.shape == ref.shape
     assert float(np.abs(got - ref).max()) <= 2e-5 * float(np.abs(ref).max())
+
+
+def _fan_out_graph(seed: int) -> onnx.ModelProto:
+    """x → three 3×3 Convs reading x (like the SPADE mlp_shared of one resolution) summed, then a γ/β-like pair
+    reading the same hidden map."""
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    for i in range(5):
+        inits.append(numpy_helper.from_array((rng.standard_normal((32, 32, 3, 3)) / 17).astype(np.float32), f"w{i}"))
+        inits.append(numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), f"b{i}"))
+    for i in range(3):
+        nodes.append(helper.make_node("Conv", ["x", f"w{i}", f"b{i}"], [f"s{i}"], name=f"shared{i}", pads=[1] * 4))
+    nodes += [helper.make_node("Sum", ["s0", "s1", "s2"], ["h"]), helper.make_node("Relu", ["h"], ["hr"])]
+    for i in (3, 4):
+        nodes.append(helper.make_node("Conv", ["hr", f"w{i}", f"b{i}"], [f"p{i}"], name=f"pair{i}", pads=[1] * 4))
+    nodes.append(helper.make_node("Mul", ["p3", "p4"], ["y"]))
+    graph = helper.make_graph(nodes, "fan_out", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                               ["N", 32, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32, 32, 32])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_convolutions_reading_one_tensor_share_its_input_transform(seed: int) -> None:
+    model = _fan_out_graph(seed)
+    rewritten, report = winograd_convs(model, {"x": (1, 32, 32, 32)}, min_channels=32)
+    assert report.rewritten == 5
+    # one input transform (two depthwise Convs + layout Transpose) per distinct input: x and the hidden map
+    depthwise = [n for n in rewritten.graph.node if n.op_type == "Conv"]
+    assert len(depthwise) == 4 and all(next(a.i for a in n.attribute if a.name == "group") > 1 for n in depthwise)
+    assert sum(n.op_type == "Transpose" for n in rewritten.graph.node) == 2 + 5  # V per input, M per conv
+    x = np.random.default_rng(10 + seed).standard_normal((2, 32, 32, 32)).astype(np.float32)
+    ref, got = _run(model, x), _run(rewritten, x)
+    assert float(np.abs(got - ref).max()) <= 1e-4 * float(np.abs(ref).max())
 
 
 @pytest.mark.parametrize(("spec", "size"), [
