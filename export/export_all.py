@@ -348,8 +348,16 @@ def _simplifier_version() -> str:
 
 def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample: str = "5d",
                   family: str = "liveportrait", graphs: tuple[str, ...] = CORE_GRAPHS,
-                  winograd: bool = True, log=print) -> list[Row]:
-    """Export everything asked for; returns the summary rows. Raises ExportError/CheckpointError on any failure."""
+                  winograd: bool = True, log=print, split: bool | None = None) -> list[Row]:
+    """Export everything asked for; returns the summary rows. Raises ExportError/CheckpointError on any failure.
+
+    split writes the warping.gs4d + spade_decoder pair (OpenVINO's bf16-decoder route) with the 5-D default too;
+    None: when this machine's `--device auto` would run it (runtime/cpu_route.py: a bf16 CPU with OpenVINO).
+    """
+    if split is None:
+        from runtime.cpu_route import split_wanted
+
+        split = split_wanted()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -381,6 +389,11 @@ def export_models(weights: Path, out: Path, precision: str = "fp32", grid_sample
             log("[+] warping_spade.gs4d.fp16.onnx ...")
             exporter.export_fp16("warping_spade.gs4d", "warping_spade", gs4d)
             log(f"        {exporter.rows[-1].error}")
+    elif split and "warping_spade" in graphs:
+        log("[+] warping.gs4d.onnx + spade_decoder.onnx: warping_spade split, the decoder in bf16 on OpenVINO "
+            "(this CPU's fastest route) ...")
+        exporter.export_split()
+        log(f"        {exporter.rows[-2].error}; decoder {exporter.rows[-1].error}")
     if precision in ("fp16", "both"):
         for graph in FP16_GRAPHS:
             if graph in graphs:
@@ -427,6 +440,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-winograd", action="store_false", dest="winograd",
                         help="do not write warping_spade.wino.onnx, the CPU execution provider's fastest warping "
                              "graph (saves ~1 min and 400 MB; the CPU then runs the plain graph, ~1.5x slower)")
+    parser.add_argument("--split", choices=["auto", "yes", "no"], default="auto",
+                        help="write warping.gs4d.onnx + spade_decoder.onnx, the OpenVINO bf16-decoder route that "
+                             "--device auto runs on CPUs with AMX/AVX512-BF16; auto = when this machine would run "
+                             "it (always with --grid-sample 4d/both) (default: auto)")
     parser.add_argument("--family", choices=["liveportrait", "liveportrait_animals"], default="liveportrait",
                         help="which model family of the weights tree to export (default: liveportrait)")
 
@@ -437,7 +454,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         export_models(args.weights, args.out, args.precision, args.grid_sample, args.family,
-                      winograd=args.winograd)
+                      winograd=args.winograd, split={"auto": None, "yes": True, "no": False}[args.split])
     except (ExportError, CheckpointError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from runtime.cpu_route import CpuRoute, choose_cpu_route, cpu_flags
 from runtime.manifest import CORE_GRAPHS, EXPORT_HINT, FACE_GRAPHS, Manifest, ModelsError, verify_models
 from runtime.providers import DeviceChoice, resolve_device
 
@@ -181,6 +182,13 @@ class ModelSet:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dir = Path(models_dir)
         self.choice = resolve_device(device, coreml_units=coreml_units)
+        self.manifest = verify_models(self.dir, CORE_GRAPHS + FACE_GRAPHS, check_hash=False)
+        # auto on a CPU: onnxruntime fp32, or OpenVINO with a bf16 decoder where the CPU has bf16 (runtime/cpu_route)
+        self.route: CpuRoute | None = None
+        if device == "auto" and self.choice.device == "cpu":
+            self.route = choose_cpu_route(cpu_flags(), self.manifest.models, precision)
+            if self.route.device != "cpu":
+                self.choice = resolve_device(self.route.device)
         if self.choice.device in ("cuda", "tensorrt"):
             preload_gpu_libraries()
         self.precision = precision
@@ -188,7 +196,6 @@ class ModelSet:
         self.strict_device = strict_device
         # > 0: warping_spade runs at this fixed batch from fixed buffers, captured as a CUDA graph on CUDA
         self.static_batch = static_batch
-        self.manifest = verify_models(self.dir, CORE_GRAPHS + FACE_GRAPHS, check_hash=False)
         self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant)
                      for g in CORE_GRAPHS}
         self.keys.update({g: g for g in FACE_GRAPHS})
