@@ -164,16 +164,32 @@ def build_animate_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _exporter():
-    """export.export_all.export_models when the exporter (and so PyTorch) is importable, else None."""
+    """A callable that exports in a child process when the exporter (and so PyTorch) is installed, else None."""
     import importlib.util
 
-    if importlib.util.find_spec("torch") is None:
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("export.export_all") is None:
         return None
+    return export_in_child
+
+
+def export_in_child(weights: Path, out: Path, family: str = "liveportrait", log=print) -> None:
+    """`cli.py export` in a child process: the exporter's PyTorch modules, traces and parity runs (several GB)
+    are returned to the system when it exits instead of staying in the animating process's peak memory."""
+    import subprocess
+
+    from runtime.manifest import ModelsError
+
+    del log  # the child writes its progress to this process's stderr itself
+    command = [sys.executable, str(Path(__file__).resolve()), "export", "--family", family,
+               "--weights", str(weights), "--out", str(out)]
     try:
-        from export.export_all import export_models
-    except ImportError:
-        return None
-    return export_models
+        progress = sys.stderr.fileno()  # the child's progress lines go where ours do
+    except (AttributeError, OSError, ValueError):
+        progress = None
+    done = subprocess.run(command, stdout=progress, check=False)
+    if done.returncode != 0:
+        raise ModelsError(f"automatic export from {weights}/ failed: `python {' '.join(command[1:])}` exited with "
+                          f"status {done.returncode} (its message is above)")
 
 
 def ensure_models(models_dir: Path, weights_dir: Path, auto_export: bool, animal: bool = False) -> None:
@@ -215,16 +231,17 @@ def ensure_models(models_dir: Path, weights_dir: Path, auto_export: bool, animal
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    from export.checkpoints import CheckpointError
-    from export.export_all import ExportError
-
     try:
-        if animal:
-            export_models(weights_dir, models_dir, family=family, log=log)
-        else:
-            export_models(weights_dir, models_dir, log=log)
-    except (ExportError, CheckpointError) as exc:
-        raise ModelsError(f"automatic export from {weights_dir}/ failed: {exc}") from exc
+        export_models(weights_dir, models_dir, family=family, log=log)
+    except ModelsError:
+        raise
+    except Exception as exc:
+        from export.checkpoints import CheckpointError  # imported only here: export/ imports PyTorch
+        from export.export_all import ExportError
+
+        if isinstance(exc, (ExportError, CheckpointError)):
+            raise ModelsError(f"automatic export from {weights_dir}/ failed: {exc}") from exc
+        raise
     if not (models_dir / MANIFEST_NAME).is_file():
         raise ModelsError(f"automatic export finished without writing {models_dir / MANIFEST_NAME}")
 
@@ -241,7 +258,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "the manifest is missing and the weights are there)")
     parser.add_argument("--device", default="auto",
                         choices=["auto", "cuda", "tensorrt", "coreml", "openvino", "directml", "cpu"],
-                        help="execution device; auto = CUDA, then CoreML, then CPU (default: auto)")
+                        help="execution device; auto = CUDA, then CoreML, then the CPU's fastest route: OpenVINO "
+                             "with a bf16 decoder on CPUs with AMX/AVX512-BF16 when installed and exported, else "
+                             "onnxruntime fp32 (`cli.py doctor` says which and why; cpu = always onnxruntime fp32) "
+                             "(default: auto)")
 
 
 def build_edit_parser(parser: argparse.ArgumentParser) -> None:

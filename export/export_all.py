@@ -408,11 +408,20 @@ def default_out(family: str) -> Path:
 
 def export_models(weights: Path, out: Path | None = None, precision: str = "fp32", grid_sample: str = "5d",
                   family: str = "liveportrait", graphs: tuple[str, ...] | None = None,
-                  winograd: bool = True, log=print, xpose_text: Path | None = None) -> list[Row]:
+                  winograd: bool = True, log=print, xpose_text: Path | None = None,
+                  split: bool | None = None) -> list[Row]:
     """Export everything asked for; returns the summary rows. Raises ExportError/CheckpointError on any failure.
 
     The animal family writes ANIMAL_NETWORK_GRAPHS (the human stitching module, no eye/lip retargeting), xpose.onnx and
-    xpose_text.npz besides the same variants and face graphs as the human export."""
+    xpose_text.npz besides the same variants and face graphs as the human export.
+
+    split writes the warping.gs4d + spade_decoder pair (OpenVINO's bf16-decoder route) with the 5-D default too;
+    None: when this machine's `--device auto` would run it (runtime/cpu_route.py: a bf16 CPU with OpenVINO).
+    """
+    if split is None:
+        from runtime.cpu_route import split_wanted
+
+        split = split_wanted()
     animals = family == ANIMAL_FAMILY
     if graphs is None:
         graphs = ANIMAL_NETWORK_GRAPHS if animals else CORE_GRAPHS
@@ -447,6 +456,11 @@ def export_models(weights: Path, out: Path | None = None, precision: str = "fp32
             log("[+] warping_spade.gs4d.fp16.onnx ...")
             exporter.export_fp16("warping_spade.gs4d", "warping_spade", gs4d)
             log(f"        {exporter.rows[-1].error}")
+    elif split and "warping_spade" in graphs:
+        log("[+] warping.gs4d.onnx + spade_decoder.onnx: warping_spade split, the decoder in bf16 on OpenVINO "
+            "(this CPU's fastest route) ...")
+        exporter.export_split()
+        log(f"        {exporter.rows[-2].error}; decoder {exporter.rows[-1].error}")
     if precision in ("fp16", "both"):
         for graph in FP16_GRAPHS:
             if graph in graphs:
@@ -502,6 +516,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-winograd", action="store_false", dest="winograd",
                         help="do not write warping_spade.wino.onnx, the CPU execution provider's fastest warping "
                              "graph (saves ~1 min and 1.1 GB; the CPU then runs the plain graph, ~1.5x slower)")
+    parser.add_argument("--split", choices=["auto", "yes", "no"], default="auto",
+                        help="write warping.gs4d.onnx + spade_decoder.onnx, the OpenVINO bf16-decoder route that "
+                             "--device auto runs on CPUs with AMX/AVX512-BF16; auto = when this machine would run "
+                             "it (always with --grid-sample 4d/both) (default: auto)")
     parser.add_argument("--family", choices=["liveportrait", "liveportrait_animals"], default="liveportrait",
                         help="which model family of the weights tree to export (default: liveportrait)")
     parser.add_argument("--xpose-text", type=Path, default=None, dest="xpose_text",
@@ -517,7 +535,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         export_models(args.weights, args.out, args.precision, args.grid_sample, args.family,
-                      winograd=args.winograd, xpose_text=args.xpose_text)
+                      winograd=args.winograd, xpose_text=args.xpose_text,
+                      split={"auto": None, "yes": True, "no": False}[args.split])
     except (ExportError, CheckpointError, TextError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime import providers as prov
+from runtime.cpu_route import choose_cpu_route, cpu_flags
 from runtime.manifest import (
     CORE_GRAPHS,
     EXPORT_HINT,
@@ -209,6 +210,24 @@ def check_models(models_dir: Path, devices: list[str]) -> tuple[dict[str, Any], 
             # the OpenVINO runtime loads warping_spade as its two halves (decoder in bf16 where the CPU has it)
             info.setdefault("split", {})[device] = list(SPLIT_KEYS.values())
     return info, problems, manifest
+
+
+# ------------------------------------------------------------------------------------------------------- route
+
+
+def route_report(manifest: Manifest | None) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The device `--device auto` picks with this models folder, and why (on a CPU: runtime/cpu_route's rule)."""
+    auto = prov.resolve_device("auto").device
+    if auto != "cpu":
+        return {"device": auto, "label": auto, "reason": f"auto takes the accelerator first ({auto})",
+                "bf16_flags": []}, []
+    route = choose_cpu_route(cpu_flags(), manifest.models if manifest is not None else (), "auto")
+    info = {"device": route.device, "label": route.label, "reason": route.reason,
+            "bf16_flags": list(route.bf16_flags)}
+    problems = []
+    if route.fix and manifest is not None:  # the CPU could run the faster bf16 route
+        problems.append(_problem("warning", f"--device auto runs onnxruntime fp32: {route.reason}", route.fix))
+    return info, problems
 
 
 # ------------------------------------------------------------------------------------------------------- smoke
@@ -460,6 +479,8 @@ def collect(models_dir: str | Path = "models_onnx", smoke: bool = True,
     models, model_problems, manifest = check_models(models_dir, usable)
     report["models"] = models
     problems += model_problems
+    report["route"], route_problems = route_report(manifest)
+    problems += route_problems
     if smoke and manifest is not None:
         wanted = devices if devices is not None else [d for d in usable if d not in SLOW_DEVICES]
         cache_dir = Path(os.environ.get("LIVEPORTRAIT_CACHE", Path.home() / ".cache" / "liveportrait-onnx"))
@@ -505,6 +526,9 @@ def format_report(report: dict[str, Any]) -> str:
         chosen = ", ".join(f"{g}→{' + '.join(split) if split and g == 'warping_spade' else k or 'MISSING'}"
                            for g, k in picks.items() if g == "warping_spade" or not k)
         lines.append(f"  {device:<10} loads {chosen or 'the plain graphs'}")
+    route = report.get("route")
+    if route:
+        lines.append(f"route        --device auto runs {route['label']}: {route['reason']}")
     for name, result in report["providers"].items():
         lines.append(f"smoke        {name}")
         for key, g in result["graphs"].items():

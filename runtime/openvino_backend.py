@@ -7,6 +7,7 @@ the same .onnx files, and compiles whole graphs (the 4-D grid-sample variant) fo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,16 @@ class OpenVinoRunner:
         wanted = set(output_names or [])
         self.output_names = [next((n for n in sorted(p.get_names()) if n in wanted), p.get_any_name())
                              for p in self.compiled.outputs]
-        self.request = self.compiled.create_infer_request()
+        self._local = threading.local()  # one infer request per thread: a request is not thread-safe
         self.on_cuda = False
+
+    @property
+    def request(self) -> Any:
+        """This thread's infer request (servers call one engine from several worker threads)."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        return request
 
     @staticmethod
     def supports_bf16(device_name: str = "CPU") -> bool:

@@ -101,6 +101,9 @@ COREML_UNITS = ("ALL", "CPUAndGPU", "CPUAndNeuralEngine", "CPUOnly")
 def resolve_device(requested: str = "auto", coreml_units: str | None = None) -> DeviceChoice:
     """auto → CUDA, then CoreML, then CPU; an explicit device that is not available raises DeviceError.
 
+    Which CPU route auto then takes (onnxruntime fp32 or OpenVINO with a bf16 decoder) depends on the models folder
+    too, so ModelSet decides it (runtime/cpu_route.py).
+
     coreml_units overrides the platform file's MLComputeUnits (ALL, CPUAndGPU, CPUAndNeuralEngine, CPUOnly).
     """
     if coreml_units is not None and coreml_units not in COREML_UNITS:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from runtime.cpu_route import CpuRoute, choose_cpu_route, cpu_flags
 from runtime.manifest import (
     ANIMAL_EXPORT_HINT,
     ANIMAL_FAMILY,
@@ -198,13 +199,6 @@ class ModelSet:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.dir = Path(models_dir)
         self.choice = resolve_device(device, coreml_units=coreml_units)
-        if self.choice.device in ("cuda", "tensorrt"):
-            preload_gpu_libraries()
-        self.precision = precision
-        self.threads = threads
-        self.strict_device = strict_device
-        # > 0: warping_spade runs at this fixed batch from fixed buffers, captured as a CUDA graph on CUDA
-        self.static_batch = static_batch
         if family not in FAMILY_GRAPHS:
             raise ValueError(f"family must be one of {tuple(FAMILY_GRAPHS)}, got {family!r}")
         self.family = family
@@ -213,6 +207,19 @@ class ModelSet:
         declared = self.manifest.exporter.get("family")
         if declared and declared != family:  # e.g. human graphs where the animal weights belong
             raise ModelsError(f"{self.dir} holds the {declared} export, not {family}. Export it with: {hint}")
+        # auto on a CPU: onnxruntime fp32, or OpenVINO with a bf16 decoder where the CPU has bf16 (runtime/cpu_route)
+        self.route: CpuRoute | None = None
+        if device == "auto" and self.choice.device == "cpu":
+            self.route = choose_cpu_route(cpu_flags(), self.manifest.models, precision)
+            if self.route.device != "cpu":
+                self.choice = resolve_device(self.route.device)
+        if self.choice.device in ("cuda", "tensorrt"):
+            preload_gpu_libraries()
+        self.precision = precision
+        self.threads = threads
+        self.strict_device = strict_device
+        # > 0: warping_spade runs at this fixed batch from fixed buffers, captured as a CUDA graph on CUDA
+        self.static_batch = static_batch
         self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant,
                                      hint=hint)
                      for g in graphs}

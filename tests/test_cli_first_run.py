@@ -92,3 +92,25 @@ def test_first_animate_exports_then_animates(fixture_weights: Path, models_dir: 
     code = cli.main(["-s", str(SOURCE), "-d", str(still), "--models", str(models), "--weights",
                      str(fixture_weights), "-o", str(out), "--device", "cpu", "--no-concat", "--quiet"])
     assert code == 0 and len(calls) == 1
+
+
+def test_first_run_export_runs_in_a_child_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exporter's PyTorch state (GBs) must not stay in the animating process: `cli.py export` runs as a child
+    with this interpreter, and a failed child is a ModelsError (exit status and where its message went)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    seen = []
+
+    def fake_run(command, stdout=None, check=False):
+        seen.append(command)
+        return SimpleNamespace(returncode=0 if len(seen) == 1 else 1)  # the first call succeeds, the second fails
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert cli._exporter() is cli.export_in_child
+    cli.export_in_child(tmp_path / "w", tmp_path / "m", family="liveportrait_animals")
+    assert seen[0] == [sys.executable, str(Path(cli.__file__).resolve()), "export", "--family", "liveportrait_animals",
+                       "--weights", str(tmp_path / "w"), "--out", str(tmp_path / "m")]
+    with pytest.raises(ModelsError, match=r"exited with status 1 \(its message is above\)"):
+        cli.export_in_child(tmp_path / "w", tmp_path / "m")

@@ -218,3 +218,34 @@ def test_doctor_names_the_openvino_split_pair(models_with_variants: Path) -> Non
     report = doctor.collect(models_with_variants, smoke=False, devices=["openvino"])
     assert report["models"]["split"]["openvino"] == ["warping.gs4d", "spade_decoder"]
     assert "warping_spade→warping.gs4d + spade_decoder" in doctor.format_report(report)
+
+
+@pytest.mark.parametrize(("flags", "split", "device", "says"), [
+    ({"avx2", "avx512f", "avx512_bf16"}, True, "openvino", "runs openvino (bf16 decoder): this CPU has avx512_bf16"),
+    ({"avx2", "fma"}, True, "cpu", "runs cpu (onnxruntime fp32): no bf16 dot-product instructions"),
+    ({"avx2", "avx512f", "avx512_bf16"}, False, "cpu", "runs cpu (onnxruntime fp32): this CPU has avx512_bf16 and "
+     "OpenVINO, but the models folder lacks warping.gs4d.onnx + spade_decoder.onnx"),
+], ids=["bf16-cpu", "avx2-cpu", "bf16-without-split-pair"])
+def test_doctor_names_the_auto_route_and_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str], flags: set[str], split: bool,
+                                             device: str, says: str) -> None:
+    from runtime import cpu_route
+
+    folder = tmp_path / "models_onnx"
+    folder.mkdir()
+    graphs = SMALL_GRAPHS + ([("warping.gs4d", 8, 8), ("spade_decoder", 8, 3)] if split else [])
+    Manifest(models={k: _entry(folder, k, _mlp_graph(k, a, b), a, b) for k, a, b in graphs}).write(folder)
+    monkeypatch.setattr(doctor.prov.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(doctor, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(cpu_route, "openvino_has_bf16", lambda: True)
+    monkeypatch.setattr(cpu_route.platform, "machine", lambda: "x86_64")
+    _, report, _ = _run_json(capsys, "--models", str(folder), "--no-smoke")
+    assert report["route"]["device"] == device
+    assert report["route"]["bf16_flags"] == (["avx512_bf16"] if "avx512_bf16" in flags else [])
+    doctor.main(["--models", str(folder), "--no-smoke"])
+    text = capsys.readouterr().out
+    assert f"route        --device auto {says}" in text
+    warned = [p for p in report["problems"] if p["what"].startswith("--device auto runs onnxruntime fp32")]
+    assert len(warned) == (0 if split or device == "openvino" or "avx512_bf16" not in flags else 1)
+    if warned:
+        assert "python cli.py export" in warned[0]["fix"] and "--split" in warned[0]["fix"]

@@ -38,3 +38,36 @@ def test_native_5d_grid_sample_is_refused_by_openvino(tmp_path: Path) -> None:
     path = export_native(tmp_path / "gs5d.onnx", channels=4)
     with pytest.raises(RuntimeError, match="GridSample"):
         ov.Core().compile_model(ov.Core().read_model(str(path)), "CPU")
+
+
+def test_runner_gives_each_thread_its_own_infer_request(tmp_path: Path) -> None:
+    """`cli.py serve --workers 2` calls one engine from two threads; auto may now pick OpenVINO on bf16 CPUs."""
+    import threading
+
+    from onnx import TensorProto, helper, save
+
+    from runtime.openvino_backend import OpenVinoRunner
+
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"])], "square",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), tmp_path / "sq.onnx")
+    runner = OpenVinoRunner("square", tmp_path / "sq.onnx", output_names=["y"])
+    results: dict[int, list[bool]] = {}
+
+    def work(seed: int) -> None:
+        x = np.random.default_rng(seed).standard_normal((8, 64)).astype(np.float32)
+        results[seed] = [bool(np.allclose(runner.run({"x": x + i})["y"], (x + i) ** 2, rtol=1e-5)) for i in range(50)]
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 1, 2] and all(all(r) for r in results.values())
+    requests = []
+    for _ in range(2):
+        t = threading.Thread(target=lambda: requests.append(runner.request))
+        t.start()
+        t.join()
+    assert requests[0] is not requests[1] and runner.request is runner.request
