@@ -116,6 +116,11 @@ class GraphRunner:
         if strict_device and choice.device != "cpu":
             # a node the device cannot run fails session creation instead of silently falling back to the CPU
             opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        if choice.device == "cpu":
+            # the CPU EP's memory pattern pre-plans one block per run shape; off, warping_spade.wino peaks at 2.1
+            # instead of 3.1 GB at batch 1 (3.1 vs 4.9 at batch 2) for the same speed at batch 1 and ~4 % at batch 2
+            # (measured on the 2-core AMD EPYC, benchmarks/cpu-ort-session-memory-amd-2026-12-02.json)
+            opts.enable_mem_pattern = False
         if any(name == "DmlExecutionProvider" for name, _ in choice.providers):
             opts.enable_mem_pattern = False  # DirectML requires both (onnxruntime DirectML EP docs)
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -220,12 +225,13 @@ class ModelSet:
         self.strict_device = strict_device
         # > 0: warping_spade runs at this fixed batch from fixed buffers, captured as a CUDA graph on CUDA
         self.static_batch = static_batch
+        # OpenVINO runs warping_spade as two halves when exported: the decoder may then use bf16 (an export that
+        # wrote only the pair, as the default export does on a bf16 CPU, needs no warping_spade.gs4d)
+        self.split = self.choice.device == "openvino" and all(k in self.manifest.models for k in SPLIT_KEYS.values())
         self.keys = {g: pick_variant(self.manifest, g, self.choice.device, precision, self.choice.graph_variant,
                                      hint=hint)
-                     for g in graphs}
+                     for g in graphs if not (self.split and g == "warping_spade")}
         self.keys.update({g: g for g in FACE_GRAPHS})
-        # OpenVINO runs warping_spade as two halves when exported: the decoder may then use bf16
-        self.split = self.choice.device == "openvino" and all(k in self.manifest.models for k in SPLIT_KEYS.values())
         if self.split:
             self.keys.update(SPLIT_KEYS)
         verify_models(self.dir, list(self.keys.values()), check_hash=check_hash, hint=hint)

@@ -70,3 +70,20 @@ def test_auto_model_set_takes_the_rule_s_route(models_with_variants: Path, monke
     assert (models.keys["warping"] if models.split else models.keys["warping_spade"]) == warping
     # an explicit device is never re-routed
     assert ModelSet(models_with_variants, device="cpu", check_hash=False).route is None
+
+
+def test_openvino_runs_the_split_pair_without_a_gs4d_warping_graph(models_with_variants: Path,
+                                                                    tmp_path: Path) -> None:
+    """The default export on a bf16 CPU writes the split pair but no warping_spade.gs4d: OpenVINO must not ask
+    for it (the bench and animate runs on such a folder failed with 'no warping_spade.gs4d.onnx')."""
+    import json
+
+    pytest.importorskip("openvino")
+    manifest = json.loads((models_with_variants / "manifest.json").read_text())
+    del manifest["models"]["warping_spade.gs4d"]
+    for entry in manifest["models"].values():
+        (tmp_path / entry["file"]).symlink_to(models_with_variants / entry["file"])
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    models = ModelSet(tmp_path, device="openvino", check_hash=False)
+    assert models.split and "warping_spade" not in models.keys
+    assert (models.keys["warping"], models.keys["spade_decoder"]) == SPLIT_PAIR
