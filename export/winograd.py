@@ -100,15 +100,18 @@ def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | 
     return h % TILE == 0 and w % TILE == 0 and min(h, w) >= min_size and k * c / (k + c) >= min_channels / 2
 
 
-def _conv_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
-    """Shapes of the 3×3 Conv inputs by ONNX shape inference with the graph inputs pinned to `input_shapes`.
+def conv_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],
+                      kernels: set[str] | None = None) -> dict[str, list[int]]:
+    """Shapes of the Conv inputs whose weight is in `kernels` (default: the 3×3 ones) by ONNX shape inference with
+    the graph inputs pinned to `input_shapes`.
 
     Data propagation resolves the graphs' -1 reshapes and resize scales in well under a second (running the graph
     to observe them took a minute and GBs); an input it cannot resolve is left out, so its convolution stays direct.
     """
-    kernels = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    wanted = {n.input[0] for n in model.graph.node
-              if n.op_type == "Conv" and len(n.input) > 1 and kernels.get(n.input[1], ())[2:] == (3, 3)}
+    if kernels is None:
+        kernels = {i.name for i in model.graph.initializer if tuple(i.dims)[2:] == (3, 3)}
+    wanted = {n.input[0] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1
+              and n.input[1] in kernels}
     # a light copy: the weights become shape-only inputs; small initializers (reshape targets, resize scales)
     # keep their values for data propagation
     small = [i for i in model.graph.initializer if int(np.prod(i.dims)) <= 1024]
@@ -181,7 +184,7 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
     if not pinned:
         raise ValueError(f"input_shapes names none of the graph inputs {[i.name for i in graph.input]}")
     batch = int(input_shapes[pinned[0]][0])  # the first graph input carries the batch (as in every contract graph)
-    shapes = _conv_input_shapes(model, input_shapes)
+    shapes = conv_input_shapes(model, input_shapes)
     bt, g, at = winograd_matrices()
     out_transform = np.einsum("ia,jb->abij", at, at).reshape(1, ALPHA * ALPHA, TILE, TILE)
     new_inits: dict[str, np.ndarray] = {}

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx_export import cpu_session
-from export.winograd import _conv_input_shapes, winograd_convs, winograd_matrices
+from export.winograd import conv_input_shapes, winograd_convs, winograd_matrices
 from runtime.manifest import read_manifest
 from runtime.sessions import pick_variant
 
@@ -134,7 +134,7 @@ def test_convolutions_over_a_folded_batch_are_kept() -> None:
     """The 3-D convolutions run as 2-D ones over batch×depth: measured slower as Winograd. The folded conv passes
     every other rule (32 → 32 channels at 32²) and its shape is resolved, so only the batch keeps it direct."""
     model = _conv_graph([{}], c=64, fold_batch=True)
-    assert _conv_input_shapes(model, {"x": (1, 64, 32, 32)})["folded"] == [2, 32, 32, 32]
+    assert conv_input_shapes(model, {"x": (1, 64, 32, 32)})["folded"] == [2, 32, 32, 32]
     _, report = winograd_convs(model, {"x": (1, 64, 32, 32)}, min_channels=32)
     assert (report.rewritten, report.kept) == (0, 1)
     _, unfolded = winograd_convs(_conv_graph([{}], c=32), {"x": (2, 32, 32, 32)}, min_channels=32)

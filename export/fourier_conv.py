@@ -1,0 +1,211 @@
+"""Rewrite large-kernel convolutions of an ONNX graph as tiled Fourier convolutions for the CPU execution provider.
+
+The warping network's 7×7×7 mask convolution (run as a 7×7 2-D convolution over the 16 depth slices, 142 → 7·22
+channels) is ~70 GMAC a frame and the CPU EP already runs it near the CPU's fp32 peak, so only fewer products make
+it faster. A k×k correlation over a tile of n = m + k − 1 input pixels equals, for its first m×m outputs, the
+circular correlation of length n, which the discrete Fourier transform diagonalises: with m = 16, k = 7 (n = 22)
+each 16×16 output tile needs 22×12 complex products per channel pair (the real input's spectrum is Hermitian)
+instead of 256·49 real ones, ~12× fewer multiplications. Written with standard ops (every runtime loads it):
+
+* forward transform along W: a strided depthwise Conv (kernel 1×n, stride m) with the cos/−sin rows of the real
+  DFT: 2·(n/2 + 1) real values per row of every tile;
+* forward transform along H: a grouped Conv (kernel n×1, stride m), one group per (channel, W-frequency) holding
+  its real and imaginary parts: the full complex DFT;
+* the products: one batched MatMul over the n·(n/2 + 1) frequencies, each a (2K × 2C)·(2C × tiles) real GEMM
+  holding the complex product with the conjugate kernel spectrum (computed at export in float64, stored);
+* inverse transforms: two grouped ConvTransposes (H, then W; stride m, non-overlapping tiles), bias included.
+
+Exact in real arithmetic; in fp32 the result differs from direct convolution by ~1e-6 of the output scale
+(orthogonal transforms keep the rounding small). Only stride-1, dilation-1, ungrouped k×k convolutions (k odd ≥ 5)
+with padding (k − 1)/2, spatial sizes divisible by m and at least `min_out_channels` outputs are rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from export.winograd import conv_input_shapes
+
+__all__ = ["FourierReport", "fourier_convs", "fourier_spectrum"]
+
+TILE = 16  # output tile m
+
+
+@dataclass
+class FourierReport:
+    """What the pass did, for the export log and the manifest."""
+
+    rewritten: int
+    gmac_before: float  # multiply-accumulates per graph batch item of the rewritten convolutions, direct form
+    gmac_after: float  # the same convolutions' frequency-domain GEMM work
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | None, tile: int,
+              min_out_channels: int) -> bool:
+    if node.op_type != "Conv" or weight is None or weight.ndim != 4 or in_shape is None or len(in_shape) != 4:
+        return False
+    k = int(weight.shape[2])
+    if weight.shape[3] != k or k < 5 or k % 2 == 0 or weight.shape[0] < min_out_channels:
+        return False
+    p = (k - 1) // 2
+    if _attr(node, "group", 1) != 1 or list(_attr(node, "strides", [1, 1])) != [1, 1]:
+        return False
+    if list(_attr(node, "dilations", [1, 1])) != [1, 1] or list(_attr(node, "pads", [0, 0, 0, 0])) != [p] * 4:
+        return False
+    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return False
+    return in_shape[2] % tile == 0 and in_shape[3] % tile == 0
+
+
+def _frequencies(n: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(number of W frequencies n/2 + 1, their angles 2π·f·x/n for x < n, the Hermitian weights of the inverse)."""
+    half = n // 2 + 1
+    angles = 2 * np.pi * np.outer(np.arange(half), np.arange(n)) / n
+    weights = np.full(half, 2.0)
+    weights[0] = 1.0
+    if n % 2 == 0:
+        weights[-1] = 1.0
+    return half, angles, weights
+
+
+def fourier_spectrum(weight: np.ndarray, n: int) -> np.ndarray:
+    """Per frequency (f1 over H: n, f2 over W: n/2 + 1) the real 2K×2C matrix of Z = Σ_c D_c·conj(W_kc), float32.
+
+    Rows are (real, imaginary) × K, columns (real, imaginary) × C, as the graph lays out the spectra."""
+    k_out, c_in, k, _ = weight.shape
+    padded = np.zeros((k_out, c_in, n, n))
+    padded[:, :, :k, :k] = weight.astype(np.float64)
+    spec = np.fft.rfft2(padded)  # K×C×n×(n/2+1)
+    wr, wi = spec.real.transpose(3, 2, 0, 1), spec.imag.transpose(3, 2, 0, 1)  # f2×f1×K×C
+    # Zr = Dr·Wr + Di·Wi, Zi = Di·Wr − Dr·Wi
+    top = np.concatenate([wr, wi], axis=3)
+    bottom = np.concatenate([-wi, wr], axis=3)
+    big = np.concatenate([top, bottom], axis=2)  # f2×f1×2K×2C
+    return big.reshape(-1, 2 * k_out, 2 * c_in).astype(np.float32)
+
+
+def _forward_kernels(c: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Depthwise W-transform kernel (C·2·half, 1, 1, n) and grouped H-transform kernel (C·half·2n, 2, n, 1)."""
+    half, angles, _ = _frequencies(n)
+    rows = np.stack([np.cos(angles), -np.sin(angles)], axis=1).reshape(half * 2, 1, 1, n)  # (f2, re/im)
+    w_kernel = np.tile(rows, (c, 1, 1, 1))
+    full = 2 * np.pi * np.outer(np.arange(n), np.arange(n)) / n  # f1 × h
+    cos, sin = np.cos(full), np.sin(full)
+    # X = Σ_h e^{-iθ}(R + iI): Xr = cos·R + sin·I, Xi = cos·I − sin·R; outputs (f1, re/im), inputs (R, I)
+    h = np.stack([np.stack([cos, sin], axis=1), np.stack([-sin, cos], axis=1)], axis=1)  # f1 × 2 × 2 × h
+    h_kernel = np.tile(h.reshape(n * 2, 2, n, 1), (c * half, 1, 1, 1))
+    return w_kernel.astype(np.float32), h_kernel.astype(np.float32)
+
+
+def _inverse_kernels(k_out: int, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped ConvTranspose kernels: H (K·half·2n, 2, m, 1) from (f1, re/im) to (Ur, Ui); W (K·2·half, 1, 1, m)."""
+    half, _, weights = _frequencies(n)
+    full = 2 * np.pi * np.outer(np.arange(n), np.arange(m)) / n  # f1 × i
+    cos, sin = np.cos(full), np.sin(full)
+    # U = Σ_f1 e^{+iθ} Z: Ur = cos·Zr − sin·Zi, Ui = sin·Zr + cos·Zi; inputs (f1, re/im), outputs (Ur, Ui)
+    h = np.stack([np.stack([cos, sin], axis=1), np.stack([-sin, cos], axis=1)], axis=1)  # f1 × (Zr,Zi) × (Ur,Ui) × i
+    h_kernel = np.tile(h.reshape(n * 2, 2, m, 1), (k_out * half, 1, 1, 1))
+    angles = 2 * np.pi * np.outer(np.arange(half), np.arange(m)) / n
+    # y = Σ_f2 c_f2 (cos·Ur − sin·Ui) / n²
+    w = np.stack([np.cos(angles), -np.sin(angles)], axis=1) * weights[:, None, None] / (n * n)  # f2 × 2 × j
+    w_kernel = np.tile(w.reshape(half * 2, 1, 1, m), (k_out, 1, 1, 1))
+    return h_kernel.astype(np.float32), w_kernel.astype(np.float32)
+
+
+def fourier_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], tile: int = TILE,
+                  min_out_channels: int = 16) -> tuple[onnx.ModelProto, FourierReport]:
+    """A copy of `model` whose eligible large-kernel convolutions run as tiled Fourier convolutions.
+
+    `input_shapes` pins the graph inputs (their first dimension is the batch) so shape inference sizes every
+    convolution; convolutions over a folded batch (3-D ones over depth slices) qualify too: their slices join
+    the GEMM columns."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    pinned = [i.name for i in graph.input if i.name in input_shapes]
+    if not pinned:
+        raise ValueError(f"input_shapes names none of the graph inputs {[i.name for i in graph.input]}")
+    batch = int(input_shapes[pinned[0]][0])
+    large = {i.name for i in graph.initializer if len(i.dims) == 4 and i.dims[2] == i.dims[3] and i.dims[2] >= 5}
+    shapes = conv_input_shapes(model, input_shapes, kernels=large)
+    new_inits: dict[str, np.ndarray] = {}
+    nodes: list[onnx.NodeProto] = []
+    report = FourierReport(0, 0.0, 0.0)
+
+    def const(name: str, value) -> str:
+        if name not in new_inits:
+            new_inits[name] = np.asarray(value)
+        return name
+
+    for node in graph.node:
+        weight = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "Conv" and len(node.input) > 1 \
+            and node.input[1] in inits else None
+        in_shape = shapes.get(node.input[0])
+        if not _eligible(node, weight, in_shape, tile, min_out_channels):
+            nodes.append(node)
+            continue
+        k_out, c, k, _ = weight.shape
+        pad, n, m = (k - 1) // 2, tile + k - 1, tile
+        half = n // 2 + 1
+        _, _, h, w = in_shape
+        th, tw = h // m, w // m
+        p = (node.name or node.output[0]) + "/fourier"
+        bias = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else \
+            np.zeros(k_out, np.float32)
+        fw, fh = _forward_kernels(c, n)
+        iw_h, iw_w = _inverse_kernels(k_out, n, m)
+        bins = n * half
+        nodes += [
+            # rows: every tile's real DFT along W (the tile grid's padding included), channels (c, f2, re/im)
+            helper.make_node("Conv", [node.input[0], const(f"fourier/fw_{c}x{n}", fw)], [f"{p}/w"], name=f"{p}/w",
+                             kernel_shape=[1, n], strides=[1, m], pads=[pad, pad, pad, pad], group=c),
+            # columns: complex DFT along H per (c, f2): channels (c, f2, f1, re/im), spatial (th, tw)
+            helper.make_node("Conv", [f"{p}/w", const(f"fourier/fh_{c}x{n}", fh)], [f"{p}/x"], name=f"{p}/h",
+                             kernel_shape=[n, 1], strides=[m, 1], group=c * half),
+            helper.make_node("Reshape", [f"{p}/x", const(f"fourier/shape_x_{c}x{n}x{th}x{tw}",
+                                                         np.array([-1, c, half, n, 2, th * tw], np.int64))],
+                             [f"{p}/x6"], name=f"{p}/x6"),
+            helper.make_node("Transpose", [f"{p}/x6"], [f"{p}/x_t"], name=f"{p}/x_t", perm=[2, 3, 4, 1, 0, 5]),
+            helper.make_node("Reshape", [f"{p}/x_t", const(f"fourier/shape_cols_{c}x{n}",
+                                                           np.array([bins, 2 * c, -1], np.int64))],
+                             [f"{p}/v"], name=f"{p}/v"),
+            helper.make_node("MatMul", [const(f"{p}/spectrum", fourier_spectrum(weight, n)), f"{p}/v"], [f"{p}/z"],
+                             name=f"{p}/gemm"),
+            helper.make_node("Reshape", [f"{p}/z", const(f"fourier/shape_z_{k_out}x{n}x{th}x{tw}",
+                                                         np.array([half, n, 2, k_out, -1, th, tw], np.int64))],
+                             [f"{p}/z7"], name=f"{p}/z7"),
+            helper.make_node("Transpose", [f"{p}/z7"], [f"{p}/z_t"], name=f"{p}/z_t", perm=[4, 3, 0, 1, 2, 5, 6]),
+            helper.make_node("Reshape", [f"{p}/z_t", const(f"fourier/shape_planes_{k_out}x{n}x{th}x{tw}",
+                                                           np.array([-1, k_out * half * n * 2, th, tw], np.int64))],
+                             [f"{p}/z_planes"], name=f"{p}/z_planes"),
+            helper.make_node("ConvTranspose", [f"{p}/z_planes", const(f"fourier/ih_{k_out}x{n}", iw_h)],
+                             [f"{p}/u"], name=f"{p}/ih", group=k_out * half, strides=[m, 1], kernel_shape=[m, 1]),
+            helper.make_node("ConvTranspose", [f"{p}/u", const(f"fourier/iw_{k_out}x{n}", iw_w),
+                                               const(f"{p}/bias", bias.astype(np.float32))],
+                             [node.output[0]], name=f"{p}/iw", group=k_out, strides=[1, m], kernel_shape=[1, m]),
+        ]
+        items = in_shape[0] // batch if in_shape[0] % batch == 0 else 1
+        report.rewritten += 1
+        report.gmac_before += items * h * w * k_out * c * k * k / 1e9
+        report.gmac_after += items * th * tw * bins * 4 * k_out * c / 1e9
+
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for nd in graph.node for i in nd.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in new_inits.items())
+    return model, report
