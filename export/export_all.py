@@ -520,7 +520,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "split pair and *.coreml.onnx (default: 5d)")
     parser.add_argument("--skip-winograd", action="store_false", dest="winograd",
                         help="do not write warping_spade.wino.onnx, the CPU execution provider's fastest warping "
-                             "graph (saves ~1 min and 1.1 GB; the CPU then runs the plain graph, ~1.5x slower)")
+                             "graph (saves ~1 min and 1.2 GB; the CPU then runs the plain graph, ~1.5x slower)")
     parser.add_argument("--split", choices=["auto", "yes", "no"], default="auto",
                         help="write warping.gs4d.onnx + spade_decoder.onnx, the OpenVINO bf16-decoder route that "
                              "--device auto runs on CPUs with AMX/AVX512-BF16; auto = when this machine would run "
