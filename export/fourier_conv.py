@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from export.winograd import conv_input_shapes
+from export.winograd import conv_bias, conv_input_shapes, conv_weight, is_plain_conv, replace_nodes
 
 __all__ = ["FourierReport", "fourier_convs", "fourier_spectrum"]
 
@@ -45,13 +45,6 @@ class FourierReport:
     gmac_after: float  # the same convolutions' frequency-domain GEMM work
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | None, tile: int,
               min_out_channels: int) -> bool:
     if node.op_type != "Conv" or weight is None or weight.ndim != 4 or in_shape is None or len(in_shape) != 4:
@@ -59,12 +52,7 @@ def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | 
     k = int(weight.shape[2])
     if weight.shape[3] != k or k < 5 or k % 2 == 0 or weight.shape[0] < min_out_channels:
         return False
-    p = (k - 1) // 2
-    if _attr(node, "group", 1) != 1 or list(_attr(node, "strides", [1, 1])) != [1, 1]:
-        return False
-    if list(_attr(node, "dilations", [1, 1])) != [1, 1] or list(_attr(node, "pads", [0, 0, 0, 0])) != [p] * 4:
-        return False
-    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    if not is_plain_conv(node, (k - 1) // 2):
         return False
     return in_shape[2] % tile == 0 and in_shape[3] % tile == 0
 
@@ -150,8 +138,7 @@ def fourier_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
         return name
 
     for node in graph.node:
-        weight = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "Conv" and len(node.input) > 1 \
-            and node.input[1] in inits else None
+        weight = conv_weight(node, inits)
         in_shape = shapes.get(node.input[0])
         if not _eligible(node, weight, in_shape, tile, min_out_channels):
             nodes.append(node)
@@ -162,8 +149,7 @@ def fourier_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
         _, _, h, w = in_shape
         th, tw = h // m, w // m
         p = (node.name or node.output[0]) + "/fourier"
-        bias = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else \
-            np.zeros(k_out, np.float32)
+        bias = conv_bias(node, inits, k_out)
         fw, fh = _forward_kernels(c, n)
         iw_h, iw_w = _inverse_kernels(k_out, n, m)
         bins = n * half
@@ -193,7 +179,7 @@ def fourier_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
             helper.make_node("ConvTranspose", [f"{p}/z_planes", const(f"fourier/ih_{k_out}x{n}", iw_h)],
                              [f"{p}/u"], name=f"{p}/ih", group=k_out * half, strides=[m, 1], kernel_shape=[m, 1]),
             helper.make_node("ConvTranspose", [f"{p}/u", const(f"fourier/iw_{k_out}x{n}", iw_w),
-                                               const(f"{p}/bias", bias.astype(np.float32))],
+                                               const(f"{p}/bias", bias)],
                              [node.output[0]], name=f"{p}/iw", group=k_out, strides=[1, m], kernel_shape=[1, m]),
         ]
         items = in_shape[0] // batch if in_shape[0] % batch == 0 else 1
@@ -201,11 +187,5 @@ def fourier_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
         report.gmac_before += items * h * w * k_out * c * k * k / 1e9
         report.gmac_after += items * th * tw * bins * 4 * k_out * c / 1e9
 
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for nd in graph.node for i in nd.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in new_inits.items())
+    replace_nodes(graph, nodes, new_inits)
     return model, report

@@ -68,11 +68,49 @@ class WinogradReport:
     gmac_after: float  # the same convolutions' GEMM work in Winograd form
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
+def node_attr(node: onnx.NodeProto, name: str, default):
+    """An attribute's value, or `default` when the node does not set it."""
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
     return default
+
+
+def is_plain_conv(node: onnx.NodeProto, pad: int) -> bool:
+    """An ungrouped, stride-1, dilation-1 2-D Conv with explicit padding `pad` on every side (what the transform
+    rewrites here and in export/fourier_conv.py compute)."""
+    if node_attr(node, "group", 1) != 1 or list(node_attr(node, "strides", [1, 1])) != [1, 1]:
+        return False
+    if list(node_attr(node, "dilations", [1, 1])) != [1, 1] or list(node_attr(node, "pads", [0] * 4)) != [pad] * 4:
+        return False
+    return node_attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+
+
+def conv_weight(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> np.ndarray | None:
+    """A Conv's constant weight, None for other nodes or a computed weight."""
+    if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
+        return numpy_helper.to_array(inits[node.input[1]])
+    return None
+
+
+def conv_bias(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto], channels: int) -> np.ndarray:
+    """A Conv's bias as float32 (zeros when it has none)."""
+    if len(node.input) > 2 and node.input[2]:
+        return numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+    return np.zeros(channels, np.float32)
+
+
+def replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], new_inits: Mapping[str, np.ndarray]) -> None:
+    """Give `graph` the rewritten node list, drop the initializers no node reads any more, add `new_inits`.
+
+    The rewritten convolutions' value_info (if any) stays valid: every original output name is kept."""
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in new_inits.items())
 
 
 def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | None, batch: int,
@@ -84,11 +122,7 @@ def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | 
     """
     if node.op_type != "Conv" or weight is None or weight.ndim != 4 or weight.shape[2:] != (3, 3):
         return False
-    if _attr(node, "group", 1) != 1 or list(_attr(node, "strides", [1, 1])) != [1, 1]:
-        return False
-    if list(_attr(node, "dilations", [1, 1])) != [1, 1] or list(_attr(node, "pads", [0, 0, 0, 0])) != [1, 1, 1, 1]:
-        return False
-    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    if not is_plain_conv(node, 1):
         return False
     if in_shape is None or len(in_shape) != 4:
         return False
@@ -198,8 +232,7 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
         return name
 
     for node in graph.node:
-        weight = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "Conv" and len(node.input) > 1 \
-            and node.input[1] in inits else None
+        weight = conv_weight(node, inits)
         if not _eligible(node, weight, shapes.get(node.input[0]), batch, min_size,
                          min_channels):
             report.kept += node.op_type == "Conv"
@@ -209,9 +242,8 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
         _, _, h, w = shapes[node.input[0]]
         th, tw = h // TILE, w // TILE
         p = (node.name or node.output[0]) + "/winograd"
-        bias = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else \
-            np.zeros(k, np.float32)
-        const(f"{p}/bias", bias.astype(np.float32))
+        bias = conv_bias(node, inits, k)
+        const(f"{p}/bias", bias)
         per_channel = np.tile(out_transform, (k, 1, 1, 1)).reshape(k * ALPHA * ALPHA, 1, TILE, TILE)
         ot = const(f"winograd/out_transform_{k}", per_channel.astype(np.float32))
         x = node.input[0]
@@ -233,12 +265,5 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
         report.gmac_before += h * w * k * c * 9 / 1e9
         report.gmac_after += th * tw * k * c * ALPHA * ALPHA / 1e9
 
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in new_inits.items())
-    # the rewritten convolutions' value_info (if any) stays valid: every original output name is kept
+    replace_nodes(graph, nodes, new_inits)
     return model, report
