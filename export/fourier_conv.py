@@ -29,7 +29,15 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from export.winograd import conv_bias, conv_input_shapes, conv_weight, is_plain_conv, replace_nodes
+from export.winograd import (
+    Constants,
+    conv_bias,
+    conv_input_shapes,
+    conv_weight,
+    copy_with_batch,
+    is_plain_conv,
+    replace_nodes,
+)
 
 __all__ = ["FourierReport", "fourier_convs", "fourier_spectrum"]
 
@@ -119,23 +127,14 @@ def fourier_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
     `input_shapes` pins the graph inputs (their first dimension is the batch) so shape inference sizes every
     convolution; convolutions over a folded batch (3-D ones over depth slices) qualify too: their slices join
     the GEMM columns."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model, batch = copy_with_batch(model, input_shapes)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    pinned = [i.name for i in graph.input if i.name in input_shapes]
-    if not pinned:
-        raise ValueError(f"input_shapes names none of the graph inputs {[i.name for i in graph.input]}")
-    batch = int(input_shapes[pinned[0]][0])
     large = {i.name for i in graph.initializer if len(i.dims) == 4 and i.dims[2] == i.dims[3] and i.dims[2] >= 5}
     shapes = conv_input_shapes(model, input_shapes, kernels=large)
-    new_inits: dict[str, np.ndarray] = {}
+    const = Constants()
     nodes: list[onnx.NodeProto] = []
     report = FourierReport(0, 0.0, 0.0)
-
-    def const(name: str, value) -> str:
-        if name not in new_inits:
-            new_inits[name] = np.asarray(value)
-        return name
 
     for node in graph.node:
         weight = conv_weight(node, inits)
@@ -187,5 +186,5 @@ def fourier_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
         report.gmac_before += items * h * w * k_out * c * k * k / 1e9
         report.gmac_after += items * th * tw * bins * 4 * k_out * c / 1e9
 
-    replace_nodes(graph, nodes, new_inits)
+    replace_nodes(graph, nodes, const)
     return model, report

@@ -100,6 +100,25 @@ def conv_bias(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto], chann
     return np.zeros(channels, np.float32)
 
 
+def copy_with_batch(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> tuple[onnx.ModelProto, int]:
+    """A copy to rewrite, and the batch `input_shapes` pins (the first graph input carries it, as in every contract
+    graph)."""
+    pinned = [i.name for i in model.graph.input if i.name in input_shapes]
+    if not pinned:
+        raise ValueError(f"input_shapes names none of the graph inputs {[i.name for i in model.graph.input]}")
+    return onnx.ModelProto.FromString(model.SerializeToString()), int(input_shapes[pinned[0]][0])
+
+
+class Constants(dict):
+    """The initializers a rewrite adds, by name; calling it with (name, value) adds one (the first value given for
+    a name is kept: shared transform matrices are named by their size) and returns the name."""
+
+    def __call__(self, name: str, value) -> str:
+        if name not in self:
+            self[name] = np.asarray(value)
+        return name
+
+
 def replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], new_inits: Mapping[str, np.ndarray]) -> None:
     """Give `graph` the rewritten node list, drop the initializers no node reads any more, add `new_inits`.
 
@@ -211,25 +230,16 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
     A convolution qualifies from `min_size`² pixels and when 2·C·K/(C + K) ≥ `min_channels` (C = K = 128 does;
     on the CPU EP a 64-channel side at 256² measured slower than direct).
     """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model, batch = copy_with_batch(model, input_shapes)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    pinned = [i.name for i in graph.input if i.name in input_shapes]
-    if not pinned:
-        raise ValueError(f"input_shapes names none of the graph inputs {[i.name for i in graph.input]}")
-    batch = int(input_shapes[pinned[0]][0])  # the first graph input carries the batch (as in every contract graph)
     shapes = conv_input_shapes(model, input_shapes)
     bt, g, at = winograd_matrices()
     out_transform = np.einsum("ia,jb->abij", at, at).reshape(1, ALPHA * ALPHA, TILE, TILE)
-    new_inits: dict[str, np.ndarray] = {}
+    const = Constants()
     nodes: list[onnx.NodeProto] = []
     report = WinogradReport(0, 0, 0.0, 0.0)
     transformed: dict[str, str] = {}  # convolution input -> its transformed tiles V
-
-    def const(name: str, value) -> str:
-        if name not in new_inits:
-            new_inits[name] = np.asarray(value)
-        return name
 
     for node in graph.node:
         weight = conv_weight(node, inits)
@@ -265,5 +275,5 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
         report.gmac_before += h * w * k * c * 9 / 1e9
         report.gmac_after += th * tw * k * c * ALPHA * ALPHA / 1e9
 
-    replace_nodes(graph, nodes, new_inits)
+    replace_nodes(graph, nodes, const)
     return model, report

@@ -180,20 +180,27 @@ def test_tensorrt_picks_native_warping_only_from_11_2(monkeypatch: pytest.Monkey
     assert keys[:2] == ["warping_spade.fp16", "warping_spade"] and keys[2:] == preferred["warping_spade"][:2]
 
 
+def _relu_model(folder: Path, size: int) -> Path:
+    """A one-Relu ONNX file (input x, output y, `size` floats) to open real sessions on."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size])])
+    path = folder / "relu.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                       ir_version=9).SerializeToString())
+    return path
+
+
 def test_strict_device_disables_cpu_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """strict_device sets session.disable_cpu_ep_fallback for non-CPU devices (GPU tests use it)."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
 
     from runtime import sessions
     from runtime.providers import DeviceChoice
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    path = tmp_path / "relu.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                                       ir_version=9).SerializeToString())
+    path = _relu_model(tmp_path, 1)
     seen = {}
     real = ort.InferenceSession
 
@@ -216,17 +223,11 @@ def test_strict_device_disables_cpu_fallback(monkeypatch: pytest.MonkeyPatch, tm
 def test_cpu_sessions_run_without_the_memory_pattern(tmp_path: Path) -> None:
     """The CPU EP's memory pattern pre-plans a block per run shape (warping_spade.wino: 3.1 vs 2.1 GB peak at batch
     1, same speed); CPU sessions turn it off and keep the arena (off, it cost 20-60 % speed)."""
-    from onnx import TensorProto, helper
 
     from runtime import sessions
     from runtime.providers import resolve_device
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    path = tmp_path / "relu.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                                       ir_version=9).SerializeToString())
+    path = _relu_model(tmp_path, 2)
     runner = sessions.GraphRunner("relu", path, resolve_device("cpu"))
     options = runner.session.get_session_options()
     assert options.enable_mem_pattern is False and options.enable_cpu_mem_arena is True
