@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.cpu_route import CpuRoute, choose_cpu_route, cpu_flags
+from runtime.cpu_route import SPLIT_PAIR, CpuRoute, choose_cpu_route, cpu_flags
 from runtime.manifest import (
     ANIMAL_EXPORT_HINT,
     ANIMAL_FAMILY,
@@ -32,7 +32,7 @@ PRECISIONS = ("auto", "fp32", "fp16")
 GPU_DEVICES = ("cuda", "tensorrt", "coreml", "directml")
 FOUR_D_DEVICES = ("coreml", "openvino", "directml")
 COREML_REWRITTEN = ("appearance_feature_extractor", "motion_extractor")
-SPLIT_KEYS = {"warping": "warping.gs4d", "spade_decoder": "spade_decoder"}
+SPLIT_KEYS = dict(zip(("warping", "spade_decoder"), SPLIT_PAIR, strict=True))  # contract name -> manifest key
 CPU_WARPING = "warping_spade.wino"  # the CPU EP's fastest warping graph (Winograd convs), from the default export
 
 
