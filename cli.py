@@ -231,17 +231,7 @@ def ensure_models(models_dir: Path, weights_dir: Path, auto_export: bool, animal
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    try:
-        export_models(weights_dir, models_dir, family=family, log=log)
-    except ModelsError:
-        raise
-    except Exception as exc:
-        from export.checkpoints import CheckpointError  # imported only here: export/ imports PyTorch
-        from export.export_all import ExportError
-
-        if isinstance(exc, (ExportError, CheckpointError)):
-            raise ModelsError(f"automatic export from {weights_dir}/ failed: {exc}") from exc
-        raise
+    export_models(weights_dir, models_dir, family=family, log=log)  # the child's failure is a ModelsError
     if not (models_dir / MANIFEST_NAME).is_file():
         raise ModelsError(f"automatic export finished without writing {models_dir / MANIFEST_NAME}")
 
