@@ -185,14 +185,18 @@ def build_checked(
     networks: dict[str, nn.Module],
     tolerance: float | None = None,
     seed: int = 0,
+    rewrite: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
 ) -> tuple[onnx.ModelProto, GraphCheck]:
     """Trace at batch 1, simplify, run onnx.checker, then check parity at batch 2; raise ExportError on failure.
 
-    tolerance None: the graph's entry in GRAPH_PARITY_TOL, else PARITY_TOL."""
+    tolerance None: the graph's entry in GRAPH_PARITY_TOL, else PARITY_TOL. rewrite: a graph transform applied
+    after simplification, so the parity check covers it."""
     if tolerance is None:
         tolerance = GRAPH_PARITY_TOL.get(spec.name, PARITY_TOL)
     model = trace(module, spec, probe_inputs(spec.name, networks, 1, seed))
     model = simplify(model)
+    if rewrite is not None:
+        model = rewrite(model)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

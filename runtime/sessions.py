@@ -121,6 +121,10 @@ class GraphRunner:
             # instead of 3.1 GB at batch 1 (3.1 vs 4.9 at batch 2) for the same speed at batch 1 and ~4 % at batch 2
             # (measured on the 2-core AMD EPYC, benchmarks/cpu-ort-session-memory-amd-2026-12-02.json)
             opts.enable_mem_pattern = False
+            # flush-to-zero on the pool threads: Intel cores take ~100+ cycles per instruction with a subnormal
+            # operand (the exporters also keep the heatmaps' subnormals out of the warping graphs, see
+            # export/denormals.py: this option does not cover the thread that calls run)
+            opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         if any(name == "DmlExecutionProvider" for name, _ in choice.providers):
             opts.enable_mem_pattern = False  # DirectML requires both (onnxruntime DirectML EP docs)
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
