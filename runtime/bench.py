@@ -275,11 +275,15 @@ class SessionConfig:
     parallel: bool = False
     opt_level: str = "all"
     spinning: bool = True
+    flush_denormals: bool = True  # the runtime's CPU sessions set it (runtime/sessions.py)
+    mem_pattern: bool = False  # the runtime's CPU sessions turn it off
 
     def label(self) -> str:
         mode = "parallel" if self.parallel else "sequential"
         spin = "" if self.spinning else " no-spin"
-        return f"threads={self.threads or 'default'} {mode} opt={self.opt_level}{spin}"
+        ftz = "" if self.flush_denormals else " no-ftz"
+        pattern = " mem-pattern" if self.mem_pattern else ""
+        return f"threads={self.threads or 'default'} {mode} opt={self.opt_level}{spin}{ftz}{pattern}"
 
     def options(self) -> Any:
         import onnxruntime as ort
@@ -295,16 +299,19 @@ class SessionConfig:
             opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
         if not self.spinning:  # idle worker threads sleep instead of busy-waiting (matters on shared machines)
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.enable_mem_pattern = self.mem_pattern
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1" if self.flush_denormals else "0")
         return opts
 
 
 def tune_configs(cores: int) -> list[SessionConfig]:
-    """One factor at a time around the default: thread counts, parallel executor, lower optimisation levels."""
+    """One factor at a time around the runtime's settings: thread counts, parallel executor, lower optimisation
+    levels (no NCHWc layout), no spinning, flush-to-zero off (Intel cores pay for subnormals), memory pattern on."""
     base = SessionConfig()
     threads = sorted({1, max(cores // 2, 1), cores} - {0})
     out = [base] + [SessionConfig(threads=t) for t in threads]
     out += [SessionConfig(parallel=True), SessionConfig(opt_level="basic"), SessionConfig(opt_level="extended"),
-            SessionConfig(spinning=False)]
+            SessionConfig(spinning=False), SessionConfig(flush_denormals=False), SessionConfig(mem_pattern=True)]
     return list(dict.fromkeys(out))
 
 

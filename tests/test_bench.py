@@ -154,10 +154,32 @@ def test_tune_configs_change_one_factor_at_a_time() -> None:
     base = bench.SessionConfig()
     assert configs[0] == base and len(set(configs)) == len(configs)
     for c in configs[1:]:
-        changed = [f for f in ("threads", "parallel", "opt_level", "spinning") if getattr(c, f) != getattr(base, f)]
+        changed = [f for f in ("threads", "parallel", "opt_level", "spinning", "flush_denormals", "mem_pattern")
+                   if getattr(c, f) != getattr(base, f)]
         assert len(changed) == 1, c
     assert {c.threads for c in configs} == {0, 1, 2, 4}
     assert "no-spin" in bench.SessionConfig(spinning=False).label()
+    assert "no-ftz" in bench.SessionConfig(flush_denormals=False).label()
+
+
+def test_tune_baseline_is_the_runtime_cpu_session(tmp_path: Path) -> None:
+    """The sweep's first point has the runtime's CPU session settings, so its other rows read as changes to them."""
+    from onnx import TensorProto, helper
+
+    from runtime.providers import resolve_device
+    from runtime.sessions import GraphRunner
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "relu.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                       ir_version=9).SerializeToString())
+    runtime = GraphRunner("relu", path, resolve_device("cpu")).session.get_session_options()
+    tuned = bench.SessionConfig().options()
+    key = "session.set_denormal_as_zero"
+    assert (tuned.enable_mem_pattern, tuned.get_session_config_entry(key), tuned.graph_optimization_level) == (
+        runtime.enable_mem_pattern, runtime.get_session_config_entry(key), runtime.graph_optimization_level)
 
 
 def test_tune_cpu_times_every_config_and_batch(models_dir: Path) -> None:
