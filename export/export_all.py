@@ -179,7 +179,6 @@ class Exporter:
         """warping_spade traced with its 3-D convs, pools and norms as 2-D ops (depth folded into the batch) and
         the 5-D sampler either native or as 4-D GridSamples; same numbers as the contract graph."""
         from export.coreml_friendly import make_coreml_friendly
-        from export.denormals import flush_heatmap_denormals
         from export.gridsample4d import GridSample3dVia2d
         from export.networks.spade import fold_spectral_norm
         from export.networks.warping import set_grid_sampler
@@ -192,7 +191,6 @@ class Exporter:
             set_grid_sampler(module.warping, GridSample3dVia2d())  # on the copy: the loaded networks keep theirs
         spec = GRAPH_SPECS["warping_spade"]
         model = simplify(trace(module, spec, probe_inputs("warping_spade", self.networks, 1)))
-        model, _ = flush_heatmap_denormals(model)  # Intel CPUs: no subnormal reaches a convolution
         onnx.checker.check_model(model)
         return model
 
@@ -215,6 +213,7 @@ class Exporter:
         the 4-D decomposition's coordinate arithmetic costs ~0.8 s a frame on the CPU), 3-D convs as 2-D ones
         (ORT's blocked 2-D kernels beat its 3-D im2col) and the large 3×3 convs as Winograd F(4×4, 3×3) (a quarter
         of the multiplications); checked against the native graph."""
+        from export.denormals import flush_heatmap_denormals
         from export.fourier_conv import fourier_convs
         from export.winograd import winograd_convs
 
@@ -226,7 +225,8 @@ class Exporter:
         if report.rewritten == 0:
             raise ExportError("warping_spade.wino: no convolution qualified for the Winograd rewrite")
         model, fourier = fourier_convs(model, inputs)  # the 7×7×7 mask convolution
-        flushed = sum(n.op_type == "Where" and n.name.startswith("flush_denormals/") for n in model.graph.node)
+        # x86 CPUs: no subnormal reaches a convolution (not in .gs4d: the CoreML EP has no Where)
+        model, flushed = flush_heatmap_denormals(model)
         onnx.checker.check_model(model)
         diff, scale = self._check_against_native("warping_spade.wino", model)
         return self._record("warping_spade.wino", "warping_spade", model, "fp32",
