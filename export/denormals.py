@@ -5,11 +5,10 @@ keypoints and feeds their difference to the hourglass (and, through its skip con
 convolution). Away from a keypoint the exponent falls below -87, where float32 results are subnormal: on the
 fixture weights ~10 % of both Gaussians' values and ~6 % of their difference (80 000 values a frame) are
 subnormal. x86 CPUs without flush-to-zero handle an arithmetic instruction with a subnormal operand in microcode;
-Intel cores pay ~100+ cycles per such instruction, AMD's Zen cores almost nothing (measured here: flushing changes
-nothing on the AMD EPYC), the likely reason the same graph ran 1.0× PyTorch on the project's Intel Xeon and
-~2.5× on the AMD EPYC. onnxruntime's
-im2col + GEMM convolution reads each input value once per output-channel block and kernel tap, so 80 000
-subnormals become ~10⁸ slow instructions in the first hourglass convolution alone.
+Intel cores pay ~100+ cycles per such instruction, AMD's Zen cores almost nothing (flush-to-zero measured no
+change on the project's AMD EPYC): the likely reason the same graph ran 1.0× PyTorch on its Intel Xeon and ~2–3×
+on the AMD EPYC. onnxruntime's im2col + GEMM convolution reads each input value once per output-channel block and
+kernel tap, so 80 000 subnormals become ~10⁸ slow instructions in the first hourglass convolution alone.
 
 onnxruntime's `session.set_denormal_as_zero` sets flush-to-zero only on its pool threads, not on the thread that
 calls `run` (it does its share of every parallel loop), so the graph itself must not produce them: the rewrite

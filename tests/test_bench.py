@@ -164,18 +164,11 @@ def test_tune_configs_change_one_factor_at_a_time() -> None:
 
 def test_tune_baseline_is_the_runtime_cpu_session(tmp_path: Path) -> None:
     """The sweep's first point has the runtime's CPU session settings, so its other rows read as changes to them."""
-    from onnx import TensorProto, helper
-
     from runtime.providers import resolve_device
     from runtime.sessions import GraphRunner
+    from tests.test_providers import _relu_model
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    path = tmp_path / "relu.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                                       ir_version=9).SerializeToString())
-    runtime = GraphRunner("relu", path, resolve_device("cpu")).session.get_session_options()
+    runtime = GraphRunner("relu", _relu_model(tmp_path, 2), resolve_device("cpu")).session.get_session_options()
     tuned = bench.SessionConfig().options()
     key = "session.set_denormal_as_zero"
     assert (tuned.enable_mem_pattern, tuned.get_session_config_entry(key), tuned.graph_optimization_level) == (
