@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
+
+from export.winograd import Constants, replace_nodes
 
 __all__ = ["FLT_MIN", "flush_heatmap_denormals"]
 
@@ -43,13 +45,11 @@ def flush_heatmap_denormals(model: onnx.ModelProto) -> tuple[onnx.ModelProto, in
         return model, 0
     if set(heatmaps) & {o.name for o in graph.output}:
         raise ValueError("a heatmap difference is a graph output; the flush is for intermediate tensors")
-    graph.initializer.extend([numpy_helper.from_array(np.array(FLT_MIN, np.float32), "flush_denormals/flt_min"),
-                              numpy_helper.from_array(np.array(0.0, np.float32), "flush_denormals/zero")])
+    const = Constants()
+    flt_min, zero = const("flush_denormals/flt_min", np.float32(FLT_MIN)), const("flush_denormals/zero", np.float32(0))
     renamed = {raw: f"flush_denormals/{k}/out" for k, raw in enumerate(heatmaps)}
     nodes: list[onnx.NodeProto] = []
-    for old in graph.node:
-        node = onnx.NodeProto()
-        node.CopyFrom(old)
+    for node in graph.node:
         for i, name in enumerate(node.input):
             node.input[i] = renamed.get(name, name)
         nodes.append(node)
@@ -57,10 +57,7 @@ def flush_heatmap_denormals(model: onnx.ModelProto) -> tuple[onnx.ModelProto, in
         if raw in renamed:
             prefix = renamed[raw].removesuffix("/out")
             nodes += [helper.make_node("Abs", [raw], [f"{prefix}/abs"], name=f"{prefix}/Abs"),
-                      helper.make_node("Less", [f"{prefix}/abs", "flush_denormals/flt_min"], [f"{prefix}/tiny"],
-                                       name=f"{prefix}/Less"),
-                      helper.make_node("Where", [f"{prefix}/tiny", "flush_denormals/zero", raw], [renamed[raw]],
-                                       name=f"{prefix}/Where")]
-    del graph.node[:]
-    graph.node.extend(nodes)
+                      helper.make_node("Less", [f"{prefix}/abs", flt_min], [f"{prefix}/tiny"], name=f"{prefix}/Less"),
+                      helper.make_node("Where", [f"{prefix}/tiny", zero, raw], [renamed[raw]], name=f"{prefix}/Where")]
+    replace_nodes(graph, nodes, const)
     return model, len(renamed)
