@@ -24,7 +24,7 @@ for the GEMM saving to pay for the transforms (measured on the CPU EP: 1.2-1.8×
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,9 +154,9 @@ def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | 
 
 
 def conv_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],
-                      kernels: set[str] | None = None) -> dict[str, list[int]]:
-    """Shapes of the Conv inputs whose weight is in `kernels` (default: the 3×3 ones) by ONNX shape inference with
-    the graph inputs pinned to `input_shapes`.
+                      kernels: set[str] | None = None, values: Iterable[str] = ()) -> dict[str, list[int]]:
+    """Shapes of the Conv inputs whose weight is in `kernels` (default: the 3×3 ones), and of the tensors named in
+    `values`, by ONNX shape inference with the graph inputs pinned to `input_shapes`.
 
     Data propagation resolves the graphs' -1 reshapes and resize scales in well under a second (running the graph
     to observe them took a minute and GBs); an input it cannot resolve is left out, so its convolution stays direct.
@@ -164,7 +164,7 @@ def conv_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequenc
     if kernels is None:
         kernels = {i.name for i in model.graph.initializer if tuple(i.dims)[2:] == (3, 3)}
     wanted = {n.input[0] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1
-              and n.input[1] in kernels}
+              and n.input[1] in kernels} | set(values)
     # a light copy: the weights become shape-only inputs; small initializers (reshape targets, resize scales)
     # keep their values for data propagation
     small = [i for i in model.graph.initializer if int(np.prod(i.dims)) <= 1024]
