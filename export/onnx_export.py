@@ -27,8 +27,11 @@ PARITY_TOL = 1e-4  # max-abs relative to the output's scale, fp32
 # warping_spade chains the warp (rel. error ~9e-6 on features of scale ~10) into a decoder whose sigmoid logits have
 # std ~1.5 on the calibrated fixtures: onnxruntime vs PyTorch measured 1.02e-4 (0.026 grey levels; 7.8e-6 with the
 # old, nearly motion-blind fixture weights). The animal fixture weights (seed offset 7919) measured 3.02e-4 on
-# 2026-12-02. 5e-4 keeps a margin for both; a wrong graph differs by ~1e-1 there.
-GRAPH_PARITY_TOL = {"warping_spade": 5e-4}
+# 2026-12-02. On a 2-core AVX2-only AMD EPYC (Zen 3, no AVX-512) the same human fixture graph measured 5.76e-4 and
+# 4.83e-4 on two fresh probe seeds (median 1.6e-6 / 3.0e-6; 0.1 % of pixels above 1e-4): both libraries sum in
+# fp32 in a different order on that CPU and the flow field amplifies it at a few high-gradient pixels. 1e-3 keeps a
+# margin on every CPU seen; a wrong graph differs by ~1e-1 there (tests also bound the median).
+GRAPH_PARITY_TOL = {"warping_spade": 1e-3}
 SLIM_SIZE_THRESHOLD = 1 << 20  # do not fold constants larger than 1 MiB (e.g. the identity grid Tile)
 
 

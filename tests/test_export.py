@@ -63,8 +63,12 @@ def test_warping_spade_matches_pytorch(exported, native_warping) -> None:
         ref = module(*args).numpy()
     assert got.shape == (1, 3, 512, 512)
     assert 0.0 <= got.min() and got.max() <= 1.0
-    # the exporter's own bound for this graph (5e-4: see GRAPH_PARITY_TOL; human weights measured ~1e-4)
-    assert float(np.abs(got - ref).max()) <= GRAPH_PARITY_TOL["warping_spade"] * max(float(np.abs(ref).max()), 1e-6)
+    # the exporter's own bound for this graph (1e-3: see GRAPH_PARITY_TOL; measured 1e-4 to 5.8e-4 by CPU), and the
+    # typical pixel far tighter (measured 1.6e-6 on the AVX2 EPYC)
+    scale = max(float(np.abs(ref).max()), 1e-6)
+    diff = np.abs(got - ref)
+    assert float(diff.max()) <= GRAPH_PARITY_TOL["warping_spade"] * scale
+    assert float(np.median(diff)) <= 1e-5 * scale
     assert float(got.std()) > 0.02, "decoded image is degenerate (constant)"
 
 
