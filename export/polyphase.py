@@ -14,7 +14,8 @@ summing the taps that land on the same source pixel, into a smaller kernel appli
 One Conv per distinct collapse (bias included, asymmetric zero padding as the collapse needs), a Concat of the
 k² phase maps in phase order and a DepthToSpace (DCR) that interleaves them give the convolution's output. The
 collapsed kernels are sums of the original taps (summed in float64), so the result equals the direct convolution
-up to fp32 summation order; the Resize the convolution read disappears when nothing else reads it.
+up to fp32 summation order; the Resize the convolution read (and what sized it) disappears when nothing
+else reads it.
 
 Only Resize nodes in nearest mode with asymmetric coordinates and floor rounding (PyTorch's `F.interpolate(...,
 mode="nearest")`) that upsample H and W by the same integer factor ≥ 2, read by an ungrouped, stride-1,
@@ -85,6 +86,17 @@ def _nearest_factor(resize: onnx.NodeProto, in_shape: list[int] | None, out_shap
     return oh // h
 
 
+def _drop_unread(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """`nodes` without those nothing reads any more (a rewritten convolution's Resize and the Shape arithmetic that
+    sized it), repeated until every remaining node feeds a graph output or another node."""
+    while True:
+        read = outputs | {i for n in nodes for i in n.input}
+        kept = [n for n in nodes if any(o in read for o in n.output)]
+        if len(kept) == len(nodes):
+            return kept
+        nodes = kept
+
+
 def polyphase_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> tuple[onnx.ModelProto,
                                                                                                 PolyphaseReport]:
     """A copy of `model` whose convolutions of nearest-upsampled maps run at the small resolution; the report counts
@@ -93,21 +105,19 @@ def polyphase_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
-    resizes = {n.output[0]: n for n in graph.node if n.op_type == "Resize"}
     square = {n.input[1] for n in graph.node if (w := conv_weight(n, inits)) is not None and w.ndim == 4
               and w.shape[2] == w.shape[3] and w.shape[2] % 2 == 1}
     shapes = conv_input_shapes(model, input_shapes, kernels=square,
-                               values={r.input[0] for r in resizes.values()})
+                               values={n.input[0] for n in graph.node if n.op_type == "Resize"})
     const = Constants()
     nodes: list[onnx.NodeProto] = []
     report = PolyphaseReport(0, 0.0, 0.0)
-    rewritten_reads: dict[str, int] = {}  # Resize output -> convolutions rewritten to read its input instead
 
     for node in graph.node:
         weight = conv_weight(node, inits)
         resize = producer.get(node.input[0]) if node.op_type == "Conv" else None
         factor = None
-        if weight is not None and node.input[1] in square and resize is not None and resize.op_type == "Resize":
+        if weight is not None and node.input[1] in square and resize is not None:
             factor = _nearest_factor(resize, shapes.get(resize.input[0]), shapes.get(node.input[0]))
         pad = int(weight.shape[2]) // 2 if factor else 0
         if not factor or not is_plain_conv(node, pad):
@@ -138,17 +148,8 @@ def polyphase_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[
         nodes += [helper.make_node("Concat", phases, [f"{p}/phases"], name=f"{p}/phases", axis=1),
                   helper.make_node("DepthToSpace", [f"{p}/phases"], [node.output[0]], name=f"{p}/interleave",
                                    blocksize=factor, mode="DCR")]
-        rewritten_reads[node.input[0]] = rewritten_reads.get(node.input[0], 0) + 1
         report.rewritten += 1
         report.gmac_before += factor * factor * h * w * o * c * weight.shape[2] * weight.shape[3] / 1e9
 
-    # drop a Resize only the rewritten convolutions read
-    readers: dict[str, int] = {}
-    for n in nodes:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
-    outputs = {o.name for o in graph.output}
-    nodes = [n for n in nodes if not (n.op_type == "Resize" and n.output[0] in rewritten_reads
-                                      and n.output[0] not in outputs and n.output[0] not in readers)]
-    replace_nodes(graph, nodes, const)
+    replace_nodes(graph, _drop_unread(nodes, {o.name for o in graph.output}), const)
     return model, report
