@@ -135,12 +135,22 @@ class DepthTapConv3d(nn.Module):
             self.conv.bias = nn.Parameter(bias)
         self.register_buffer("bias", bias.view(1, 1, 1, -1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, upsample: int = 1) -> torch.Tensor:
+        """The convolution of `x`, or of `x` nearest-upsampled ×`upsample` in H and W (UpBlock3d's order).
+
+        The upsampling runs on the (N*D) x C x H x W slices, right before the 2-D convolution: the same numbers as
+        upsampling the 5-D volume first (nearest copies values), a quarter of the layout traffic at ×2, and the
+        exported Resize then feeds the Conv directly, the form `export/polyphase.py` rewrites.
+        """
+        if self.pointwise and upsample != 1:  # its bias lives in the conv: upsample the volume, then the 1x1x1 path
+            x = DepthFoldedUpsample(upsample)(x)
         _, channels, depth, height, width = (int(s) for s in x.shape)
         if self.pointwise:  # 1x1x1: no spatial mixing, so depth can stay where it is
             y = self.conv(x.reshape(-1, channels, depth, height * width))
             return y.reshape(-1, self.out_channels, depth, height, width)
         slices = x.transpose(1, 2).reshape(-1, channels, height, width)  # (N*D) x C x H x W
+        if upsample != 1:  # only reached by non-pointwise convs
+            slices = F.interpolate(slices, scale_factor=upsample, mode="nearest")
         responses = self.conv(slices)
         height, width = int(responses.shape[2]), int(responses.shape[3])  # differ from the input's if not 'same'
         taps = responses.reshape(-1, depth, self.taps, self.out_channels, height * width)
@@ -203,6 +213,8 @@ class _UpBlock(nn.Module):
         self.norm = block.norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.conv, DepthTapConv3d):  # upsample the depth slices inside, right before the 2-D conv
+            return F.relu(self.norm(self.conv(x, upsample=2)))
         return F.relu(self.norm(self.conv(self.up(x))))
 
 

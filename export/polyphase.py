@@ -1,7 +1,9 @@
 """Convolutions of a nearest-upsampled map computed at the map's own resolution (polyphase), exactly.
 
 Every SPADE block of the decoder convolves the warped feature after a nearest-neighbour upsampling to its own
-resolution (`mlp_shared`: ×2 in `up_0`, ×4 in `up_1`, 3×3 kernels, 256 → 128 channels). Upsampled by k, the map is
+resolution (`mlp_shared`: ×2 in `up_0`, ×4 in `up_1`, 3×3 kernels, 256 → 128 channels), and every up block of
+the dense-motion hourglass convolves its input after a ×2 upsampling of each depth slice (the depth-tap form of
+`export/coreml_friendly.py` upsamples the (N·D) slices right before the 2-D convolution). Upsampled by k, the map is
 constant on k×k blocks, so output pixel (k·i + a, k·j + b) only reads source rows i + ⌊(a + r)/k⌋ and columns
 j + ⌊(b + s)/k⌋ for the kernel taps r, s ∈ {−p … p}. For each phase (a, b) the kernel therefore collapses, by
 summing the taps that land on the same source pixel, into a smaller kernel applied to the small map:
@@ -101,7 +103,7 @@ def polyphase_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[
                                                                                                 PolyphaseReport]:
     """A copy of `model` whose convolutions of nearest-upsampled maps run at the small resolution; the report counts
     them. `input_shapes` pins the graph inputs so that shape inference can size every Resize."""
-    model, _ = copy_with_batch(model, input_shapes)
+    model, batch = copy_with_batch(model, input_shapes)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -125,7 +127,8 @@ def polyphase_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[
             continue
         x = resize.input[0]
         o, c = weight.shape[:2]
-        _, _, h, w = shapes[x]
+        n, _, h, w = shapes[x]
+        per_item = n / batch  # images per graph batch item: the hourglass convolves 16 depth slices of each
         p = (node.name or node.output[0]) + "/polyphase"
         bias = const(f"{p}/bias", conv_bias(node, inits, o))
         taps = [collapsed_taps(factor, a, pad) for a in range(factor)]
@@ -143,13 +146,13 @@ def polyphase_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[
                         kernel_shape=list(kernel.shape[2:]),
                         pads=[-min(rows), -min(cols), max(rows), max(cols)]))
                     classes[key] = name
-                    report.gmac_after += h * w * o * c * kernel.shape[2] * kernel.shape[3] / 1e9
+                    report.gmac_after += per_item * h * w * o * c * kernel.shape[2] * kernel.shape[3] / 1e9
                 phases.append(classes[key])
         nodes += [helper.make_node("Concat", phases, [f"{p}/phases"], name=f"{p}/phases", axis=1),
                   helper.make_node("DepthToSpace", [f"{p}/phases"], [node.output[0]], name=f"{p}/interleave",
                                    blocksize=factor, mode="DCR")]
         report.rewritten += 1
-        report.gmac_before += factor * factor * h * w * o * c * weight.shape[2] * weight.shape[3] / 1e9
+        report.gmac_before += per_item * factor * factor * h * w * o * c * weight.shape[2] * weight.shape[3] / 1e9
 
     replace_nodes(graph, _drop_unread(nodes, {o.name for o in graph.output}), const)
     return model, report

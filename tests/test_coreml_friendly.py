@@ -21,7 +21,7 @@ from export.coreml_friendly import (
 )
 from export.graphs import GRAPH_SPECS, WarpingSpadeGraph
 from export.gridsample4d import GridSample3dVia2d
-from export.networks.blocks import ResBlock3d
+from export.networks.blocks import ResBlock3d, UpBlock3d
 from export.networks.convnextv2 import ConvNeXtBlock
 from export.networks.spade import SPADEDecoder, fold_spectral_norm
 from export.networks.warping import WarpingNetwork, set_grid_sampler
@@ -78,6 +78,35 @@ def test_depth_tap_conv_matches_conv3d(kernel: tuple[int, int, int], padding: tu
         ref, got = conv(x), DepthTapConv3d(conv)(x)
     assert got.shape == ref.shape
     assert rel_err(got, ref) < TOL
+
+
+@pytest.mark.parametrize(("kernel", "padding"), [((3, 3, 3), (1, 1, 1)), ((1, 1, 1), (0, 0, 0))])
+def test_depth_tap_conv_upsamples_the_slices_it_convolves(kernel: tuple[int, int, int],
+                                                          padding: tuple[int, int, int]) -> None:
+    """conv(x, upsample=2) is the Conv3d of the (1, 2, 2) nearest upsampling, for 3x3x3 and 1x1x1 (bias once)."""
+    torch.manual_seed(2)
+    conv = nn.Conv3d(5, 6, kernel, padding=padding).eval()
+    x = torch.randn(2, 5, 4, 6, 7)
+    with torch.no_grad():
+        ref = conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
+        got = DepthTapConv3d(conv)(x, upsample=2)
+    assert got.shape == ref.shape
+    assert rel_err(got, ref) < TOL
+
+
+def test_up_block_graph_feeds_its_resize_straight_into_the_conv() -> None:
+    """The rewritten UpBlock3d upsamples the depth slices right before the 2-D conv, the form the polyphase pass
+    rewrites (export/polyphase.py), with the original block's numbers."""
+    torch.manual_seed(3)
+    block = randomise_norms(UpBlock3d(6, 4), seed=4)
+    x = torch.randn(1, 6, 3, 5, 5)
+    friendly = make_coreml_friendly(block)
+    with torch.no_grad():
+        assert rel_err(friendly(x), block(x)) < TOL
+    model = to_onnx(friendly, (x,), ["x"], ["y"])
+    producer = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 1 and producer[convs[0].input[0]].op_type == "Resize"
 
 
 def test_depth_tap_conv_refuses_strided_conv() -> None:
