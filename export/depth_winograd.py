@@ -1,4 +1,4 @@
-"""3×3×3 convolutions with Winograd F(2, 3) along depth only: a third fewer multiplications, at fp32 accuracy.
+"""3×3×3 convolutions with Winograd along depth only: a third fewer multiplications, at fp32 accuracy.
 
 The dense-motion hourglass runs 3×3×3 convolutions on 16-slice volumes; the CPU graph computes each as one 2-D
 convolution over the depth slices with the three depth taps stacked in its output channels, then a shift-and-sum
@@ -6,18 +6,20 @@ convolution over the depth slices with the three depth taps stacked in its outpu
 the largest node of the warping graph (36 GMAC a frame) and runs near the CPU's fp32 peak, so only fewer
 multiplications make it faster.
 
-Winograd F(2, 3) along depth computes every pair of output slices from four input slices with four
-slice-convolutions instead of six:
+Winograd F(m, 3) along depth computes every m output slices from m + 2 input slices with m + 2 slice-convolutions
+instead of 3·m. The graphs use F(2, 3) (points 0, ±1, ∞; 4 instead of 6); F(4, 3) (points 0, ±1, ±2, ∞, the
+matrices of `export/winograd.py`; 6 instead of 12) is here and tested, but measured no faster in the warping graph
+on the AVX2 EPYC (A/B at batch 2: 4.89 vs 4.97 s a frame, noise) and moved its output 8.1e-5 of scale from the
+native graph instead of 6.2e-5, too close to the 1e-4 bar:
 
-* input transform Bᵀ·d over each 4-slice window (stride 2, zero slice padding): V₀ = d₀ − d₂, V₁ = d₁ + d₂,
-  V₂ = d₂ − d₁, V₃ = d₁ − d₃ (additions only);
-* one grouped 2-D convolution (4 groups) with the kernels U = G·w combined over the depth taps
-  (G rows (1, 0, 0), (½, ½, ½), (½, −½, ½), (0, 0, 1), computed in float64);
-* output transform Aᵀ·m: y₀ = m₀ + m₁ + m₂, y₁ = m₁ − m₂ − m₃, then the bias.
+* input transform Bᵀ·d of every (m + 2)-slice window (stride m, zero slice padding): one MatMul by the constant
+  Bᵀ over the windows laid out N × tiles × (m + 2) × (C·H·W), no transposes;
+* one grouped 2-D convolution (m + 2 groups) with the kernels U = G·w combined over the depth taps (float64);
+* output transform Aᵀ·M: one MatMul whose m rows are already consecutive output slices, then the bias.
 
-H and W stay direct, so no spatial tiles, no interpolation points beyond 0, ±1 and ∞, and the rounding stays that
-of a direct convolution (measured well under 1e-6 of the output scale per convolution). 2 of every 3 multiplies
-of the slice convolution remain: 36 → 24 GMAC for the hourglass's last convolution.
+H and W stay direct, so the error is that of a 1-D transform: for the 142-channel conv 3.4e-7 of the output
+scale by F(2, 3), 1.3e-6 by F(4, 3), direct 2.3e-7. Work by F(2, 3): 36 → 24 GMAC for the last conv, measured
+alone 652 → 428 ms on the AVX2 EPYC (the first, elementwise form of the transforms: 459 ms).
 
 Applies to stride-1, 3-tap, depth-padding-1 convolutions on an even number of slices; the hourglass's up blocks
 keep the shift-and-sum form (their nearest upsampling feeds the 2-D convolution, which `export/polyphase.py`
@@ -31,55 +33,74 @@ import torch
 from torch import nn
 
 from export.coreml_friendly import DepthTapConv3d
+from export.winograd import winograd_matrices
 
-__all__ = ["DepthWinogradConv3d", "depth_winograd_kernels", "use_depth_winograd"]
-
-# F(2, 3) with points 0, ±1 and ∞
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+__all__ = ["DepthWinogradConv3d", "depth_winograd_kernels", "depth_winograd_matrices", "use_depth_winograd"]
 
 
-def depth_winograd_kernels(weight: np.ndarray) -> np.ndarray:
-    """U = G·w along the depth taps of an O×C×3×kh×kw kernel, as the grouped (4·O)×C×kh×kw kernel, in float64."""
-    return np.einsum("jt,octhw->jochw", _G, weight.astype(np.float64)).reshape(-1, *weight.shape[1:2],
-                                                                                *weight.shape[3:])
+def depth_winograd_matrices(tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Bᵀ, G, Aᵀ) of F(`tile`, 3) in float64: tile 4 as in `export/winograd.py`, tile 2 with points 0, ±1, ∞."""
+    if tile == 4:
+        return winograd_matrices()
+    if tile == 2:
+        bt = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+        g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
+        at = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+        return bt, g, at
+    raise ValueError(f"depth Winograd has tiles 2 and 4, not {tile}")
+
+
+def depth_winograd_kernels(weight: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """U = G·w along the depth taps of an O×C×3×kh×kw kernel, as the grouped (α·O)×C×kh×kw kernel, in float64."""
+    out_ch, in_ch, _, kh, kw = weight.shape
+    return np.einsum("jt,octhw->jochw", g, weight.astype(np.float64)).reshape(-1, in_ch, kh, kw)
 
 
 class DepthWinogradConv3d(nn.Module):
-    """The same convolution as a `DepthTapConv3d` with 3 depth taps and depth padding 1, by F(2, 3) along depth."""
+    """The same convolution as a `DepthTapConv3d` with 3 depth taps and depth padding 1, by F(tile, 3) along depth
+    (the depth must be a multiple of the tile)."""
 
-    def __init__(self, tap_conv: DepthTapConv3d) -> None:
+    def __init__(self, tap_conv: DepthTapConv3d, tile: int = 2) -> None:
         super().__init__()
         if tap_conv.pointwise or tap_conv.taps != 3 or tap_conv.pad_d != 1:
             raise ValueError(f"depth Winograd needs 3 depth taps with padding 1; got {tap_conv.taps} taps, "
                              f"padding {tap_conv.pad_d}")
+        bt, g, at = depth_winograd_matrices(tile)
+        self.tile = tile
+        self.alpha = self.tile + 2
         out_ch, in_ch = tap_conv.out_channels, tap_conv.in_channels
         stacked = tap_conv.conv.weight.detach()  # tap-major: channel t·O + o holds weight[o, :, t]
         kh, kw = (int(s) for s in stacked.shape[2:])
         weight = stacked.double().reshape(3, out_ch, in_ch, kh, kw).permute(1, 2, 0, 3, 4).numpy()
-        kernels = torch.from_numpy(depth_winograd_kernels(weight)).to(stacked.dtype)
         self.out_channels = out_ch
-        self.conv = nn.Conv2d(4 * in_ch, 4 * out_ch, (kh, kw), padding=tap_conv.conv.padding, groups=4, bias=False)
-        self.conv.weight = nn.Parameter(kernels)
-        self.register_buffer("bias", tap_conv.bias.detach().clone().view(1, 1, 1, -1, 1, 1))
+        self.conv = nn.Conv2d(self.alpha * in_ch, self.alpha * out_ch, (kh, kw), padding=tap_conv.conv.padding,
+                              groups=self.alpha, bias=False)
+        self.conv.weight = nn.Parameter(torch.from_numpy(depth_winograd_kernels(weight, g)).to(stacked.dtype))
+        self.register_buffer("bt", torch.from_numpy(bt).to(stacked.dtype))
+        self.register_buffer("at", torch.from_numpy(at).to(stacked.dtype))
+        self.register_buffer("bias", tap_conv.bias.detach().clone().view(1, 1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, channels, depth, height, width = (int(s) for s in x.shape)
-        if depth % 2:
-            raise ValueError(f"depth Winograd F(2, 3) needs an even number of slices, got {depth}")
-        slices = x.transpose(1, 2)  # N x D x C x H x W
+        m, alpha = self.tile, self.alpha
+        if depth % m:
+            raise ValueError(f"depth Winograd F({m}, 3) needs a multiple of {m} slices, got {depth}")
+        tiles, plane = depth // m, channels * height * width
+        slices = x.transpose(1, 2).reshape(-1, depth, plane)  # N x D x CHW
         zero = slices[:, :1] * 0.0  # no ConstantOfShape
-        padded = torch.cat([zero, slices, zero], dim=1)  # N x (D + 2) x C x H x W
-        d0, d1, d2, d3 = (padded[:, i : i + depth : 2] for i in range(4))  # window starts 0, 2, 4, ...
-        v = torch.cat([d0 - d2, d1 + d2, d2 - d1, d1 - d3], dim=2)  # N x D/2 x 4C x H x W
-        m = self.conv(v.reshape(-1, 4 * channels, height, width))
-        m = m.reshape(-1, depth // 2, 4, self.out_channels, height, width)
-        m0, m1, m2, m3 = (m[:, :, j : j + 1] for j in range(4))
-        y = torch.cat([m0 + m1 + m2, m1 - m2 - m3], dim=2) + self.bias  # N x D/2 x 2 x O x H x W
-        return y.reshape(-1, depth, self.out_channels, height, width).transpose(1, 2)
+        padded = torch.cat([zero, slices] + [zero] * (m - 1), dim=1)  # D + m slices: window t starts at m·t
+        head = padded[:, :depth].reshape(-1, tiles, m, plane)  # window slices 0..m-1
+        tail = padded[:, m : m + depth].reshape(-1, tiles, m, plane)[:, :, : alpha - m]  # and m, m + 1
+        v = torch.matmul(self.bt, torch.cat([head, tail], dim=2))  # N x tiles x α x CHW
+        products = self.conv(v.reshape(-1, alpha * channels, height, width))
+        y = torch.matmul(self.at, products.reshape(-1, tiles, alpha, self.out_channels * height * width))
+        y = y.reshape(-1, depth, self.out_channels, height, width) + self.bias  # the m rows are m slices
+        return y.transpose(1, 2)
 
 
-def use_depth_winograd(module: nn.Module) -> int:
-    """Swap, in place, every eligible `DepthTapConv3d` called without upsampling for its depth-Winograd form.
+def use_depth_winograd(module: nn.Module, tile: int = 2) -> int:
+    """Swap, in place, every eligible `DepthTapConv3d` called without upsampling for its F(`tile`, 3) form (the
+    hourglass keeps its 16 slices throughout: its pools and upsamplings are (1, 2, 2)).
 
     Up blocks (`UpBlock3d`'s stand-in passes `upsample=2`) keep theirs; returns how many were swapped.
     """
@@ -91,6 +112,6 @@ def use_depth_winograd(module: nn.Module) -> int:
         for name, child in list(parent._modules.items()):
             if (isinstance(child, DepthTapConv3d) and id(child) not in skip and not child.pointwise
                     and child.taps == 3 and child.pad_d == 1):
-                parent._modules[name] = DepthWinogradConv3d(child)
+                parent._modules[name] = DepthWinogradConv3d(child, tile)
                 swapped += 1
     return swapped

@@ -176,8 +176,8 @@ class Exporter:
     def _trace_2d_warping(self, four_d_sampler: bool, depth_winograd: bool = False) -> tuple[onnx.ModelProto, int]:
         """warping_spade traced with its 3-D convs, pools and norms as 2-D ops (depth folded into the batch) and
         the 5-D sampler either native or as 4-D GridSamples; same numbers as the contract graph. `depth_winograd`
-        computes the hourglass's 3×3×3 convs by F(2, 3) along depth (a third fewer multiplications); returns the graph
-        and how many convs took that form."""
+        computes the hourglass's 3×3×3 convs by Winograd F(2, 3) along depth (a third fewer multiplications);
+        returns the graph and how many convs took that form."""
         from export.coreml_friendly import make_coreml_friendly
         from export.depth_winograd import use_depth_winograd
         from export.gridsample4d import GridSample3dVia2d
