@@ -52,7 +52,7 @@ def depth_winograd_matrices(tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def depth_winograd_kernels(weight: np.ndarray, g: np.ndarray) -> np.ndarray:
     """U = G·w along the depth taps of an O×C×3×kh×kw kernel, as the grouped (α·O)×C×kh×kw kernel, in float64."""
-    out_ch, in_ch, _, kh, kw = weight.shape
+    in_ch, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
     return np.einsum("jt,octhw->jochw", g, weight.astype(np.float64)).reshape(-1, in_ch, kh, kw)
 
 
@@ -60,9 +60,14 @@ class DepthWinogradConv3d(nn.Module):
     """The same convolution as a `DepthTapConv3d` with 3 depth taps and depth padding 1, by F(tile, 3) along depth
     (the depth must be a multiple of the tile)."""
 
+    @staticmethod
+    def takes(tap_conv: DepthTapConv3d) -> bool:
+        """Whether `tap_conv` has the form this computes: 3 depth taps, depth padding 1, not 1×1×1."""
+        return not tap_conv.pointwise and tap_conv.taps == 3 and tap_conv.pad_d == 1
+
     def __init__(self, tap_conv: DepthTapConv3d, tile: int = 2) -> None:
         super().__init__()
-        if tap_conv.pointwise or tap_conv.taps != 3 or tap_conv.pad_d != 1:
+        if not self.takes(tap_conv):
             raise ValueError(f"depth Winograd needs 3 depth taps with padding 1; got {tap_conv.taps} taps, "
                              f"padding {tap_conv.pad_d}")
         bt, g, at = depth_winograd_matrices(tile)
@@ -110,8 +115,7 @@ def use_depth_winograd(module: nn.Module, tile: int = 2) -> int:
     swapped = 0
     for parent in list(module.modules()):
         for name, child in list(parent._modules.items()):
-            if (isinstance(child, DepthTapConv3d) and id(child) not in skip and not child.pointwise
-                    and child.taps == 3 and child.pad_d == 1):
+            if isinstance(child, DepthTapConv3d) and id(child) not in skip and DepthWinogradConv3d.takes(child):
                 parent._modules[name] = DepthWinogradConv3d(child, tile)
                 swapped += 1
     return swapped

@@ -217,9 +217,9 @@ class Exporter:
         the 4-D decomposition's coordinate arithmetic costs ~0.8 s a frame on the CPU), 3-D convs as 2-D ones
         (ORT's blocked 2-D kernels beat its 3-D im2col), then exact rewrites that do less arithmetic: convolutions of
         nearest-upsampled maps at the small size (polyphase), the large 3×3 convs as Winograd F(4×4, 3×3) (a quarter
-        of the multiplications), the hourglass's 3×3×3 convs by Winograd F(2, 3) along depth (two thirds), the 7×7×7
-        mask conv by FFT and the 1-channel occlusion conv as per-tap 1×1 convs plus a tap sum; checked against the
-        native graph."""
+        of the multiplications), the hourglass's 3×3×3 convs by Winograd F(2, 3) along depth (two thirds of the
+        multiplications), the 7×7×7 mask conv by FFT and the 1-channel occlusion conv as per-tap 1×1 convs plus a
+        tap sum; checked against the native graph."""
         from export.denormals import flush_heatmap_denormals
         from export.fourier_conv import fourier_convs
         from export.narrow_conv import narrow_output_convs
