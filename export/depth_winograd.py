@@ -21,7 +21,7 @@ H and W stay direct, so the error is that of a 1-D transform: for the 142-channe
 scale by F(2, 3), 1.3e-6 by F(4, 3), direct 2.3e-7. Work by F(2, 3): 36 → 24 GMAC for the last conv, measured
 alone 652 → 428 ms on the AVX2 EPYC (the first, elementwise form of the transforms: 459 ms).
 
-Applies to stride-1, 3-tap, depth-padding-1 convolutions on an even number of slices; the hourglass's up blocks
+Applies to stride-1, 3-tap, depth-padding-1 convolutions on a multiple of the tile in slices; the hourglass's up blocks
 keep the shift-and-sum form (their nearest upsampling feeds the 2-D convolution, which `export/polyphase.py`
 computes at the small size instead).
 """
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.coreml_friendly import DepthTapConv3d
+from export.coreml_friendly import DepthTapConv3d, _UpBlock
 from export.winograd import winograd_matrices
 
 __all__ = ["DepthWinogradConv3d", "depth_winograd_kernels", "depth_winograd_matrices", "use_depth_winograd"]
@@ -109,8 +109,6 @@ def use_depth_winograd(module: nn.Module, tile: int = 2) -> int:
 
     Up blocks (`UpBlock3d`'s stand-in passes `upsample=2`) keep theirs; returns how many were swapped.
     """
-    from export.coreml_friendly import _UpBlock
-
     skip = {id(m.conv) for m in module.modules() if isinstance(m, _UpBlock)}
     swapped = 0
     for parent in list(module.modules()):
