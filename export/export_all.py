@@ -173,37 +173,40 @@ class Exporter:
             raise ExportError(f"{key} differs from the native graph by {diff:.3g} (scale {scale:.3g}); not written")
         return diff, scale
 
-    def _trace_2d_warping(self, four_d_sampler: bool, depth_winograd: bool = False) -> tuple[onnx.ModelProto, int]:
+    def _trace_2d_warping(self, four_d_sampler: bool, cpu_forms: bool = False) -> tuple[onnx.ModelProto, int, int]:
         """warping_spade traced with its 3-D convs, pools and norms as 2-D ops (depth folded into the batch) and
-        the 5-D sampler either native or as 4-D GridSamples; same numbers as the contract graph. `depth_winograd`
-        computes the hourglass's 3×3×3 convs by Winograd F(2, 3) along depth (a third fewer multiplications);
-        returns the graph and how many convs took that form."""
+        the 5-D sampler either native or as 4-D GridSamples; same numbers as the contract graph. `cpu_forms`
+        computes the hourglass's 3×3×3 convs by Winograd F(2, 3) along depth (a third fewer multiplications) and
+        folds SPADE's `1 +` and the learned shortcuts' β (export/spade_fold.py); returns the graph, how many convs
+        took the depth-Winograd form and how many shortcuts were folded."""
         from export.coreml_friendly import make_coreml_friendly
         from export.depth_winograd import use_depth_winograd
         from export.gridsample4d import GridSample3dVia2d
         from export.networks.spade import fold_spectral_norm
         from export.networks.warping import set_grid_sampler
         from export.onnx_export import simplify, trace
+        from export.spade_fold import fold_spade
 
         module = build_graph_module("warping_spade", self.networks)
         fold_spectral_norm(module.decoder)
         module = make_coreml_friendly(module)  # a deep copy with 2-D convs and rank <= 5 tensors
         if four_d_sampler:
             set_grid_sampler(module.warping, GridSample3dVia2d())  # on the copy: the loaded networks keep theirs
-        depth_wino = use_depth_winograd(module) if depth_winograd else 0
-        if depth_winograd and depth_wino == 0:
+        depth_wino = use_depth_winograd(module) if cpu_forms else 0
+        if cpu_forms and depth_wino == 0:
             raise ExportError("warping_spade: no 3×3×3 convolution qualified for the depth-Winograd form")
+        shortcuts = fold_spade(module.decoder) if cpu_forms else 0
         spec = GRAPH_SPECS["warping_spade"]
         model = simplify(trace(module, spec, probe_inputs("warping_spade", self.networks, 1)))
         onnx.checker.check_model(model)
-        return model, depth_wino
+        return model, depth_wino, shortcuts
 
     def export_gs4d(self, fp32_model: onnx.ModelProto) -> onnx.ModelProto:
         """warping_spade with the 5-D sampler as 4-D GridSamples and every op in the CoreML EP's set (one partition),
         checked against the native graph."""
         start = time.perf_counter()
         self._fp32.setdefault("warping_spade", fp32_model)
-        model, _ = self._trace_2d_warping(four_d_sampler=True)
+        model, _, _ = self._trace_2d_warping(four_d_sampler=True)
         if _grid_form(model) != "4d":
             raise ExportError("warping_spade.gs4d: the graph still contains a 5-D GridSample")
         diff, scale = self._check_against_native("warping_spade.gs4d", model)
@@ -228,7 +231,7 @@ class Exporter:
 
         start = time.perf_counter()
         self._fp32.setdefault("warping_spade", fp32_model)
-        model, depth_wino = self._trace_2d_warping(four_d_sampler=False, depth_winograd=True)
+        model, depth_wino, shortcuts = self._trace_2d_warping(four_d_sampler=False, cpu_forms=True)
         inputs = {name: [1 if d == "N" else d for d in dims] for name, dims in GRAPH_SPECS["warping_spade"].inputs}
         model, polyphase = polyphase_convs(model, inputs)  # SPADE's mlp_shared on the upsampled feature, first
         model, report = winograd_convs(model, inputs)
@@ -243,7 +246,7 @@ class Exporter:
         return self._record("warping_spade.wino", "warping_spade", model, "fp32",
                             f"max-abs {diff:.2e} vs native; {report.rewritten} convs Winograd, "
                             f"{fourier.rewritten} Fourier, {polyphase.rewritten} polyphase, {narrow.rewritten} narrow, "
-                            f"{depth_wino} depth-Winograd",
+                            f"{depth_wino} depth-Winograd, {shortcuts} SPADE shortcuts folded",
                             {"max_abs_vs_native": diff, "output_scale": scale,
                              "winograd_convs": float(report.rewritten),
                              "winograd_gmac_saved": round(report.gmac_before - report.gmac_after, 1),
@@ -253,6 +256,7 @@ class Exporter:
                              "polyphase_gmac_saved": round(polyphase.gmac_before - polyphase.gmac_after, 1),
                              "narrow_convs": float(narrow.rewritten),
                              "depth_winograd_convs": float(depth_wino),
+                             "spade_shortcuts_folded": float(shortcuts),
                              "denormal_flushes": float(flushed)},
                             time.perf_counter() - start)
 
