@@ -133,8 +133,8 @@ def replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], new_inits
 
 
 def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | None, batch: int,
-              min_size: int, min_channels: int) -> bool:
-    """A same-padded 3×3 convolution with static spatial size divisible by the tile and worth the transforms.
+              min_size: int) -> bool:
+    """A same-padded 3×3 convolution with static spatial size divisible by the tile and at least `min_size`².
 
     Convolutions whose batch is not the graph's (3-D convolutions folded into 2-D ones over depth slices) are
     kept: their many small GEMMs and batched transposes measured slower than the direct convolution.
@@ -148,9 +148,28 @@ def _eligible(node: onnx.NodeProto, weight: np.ndarray | None, in_shape: list | 
     if in_shape[0] != batch:
         return False
     _, _, h, w = in_shape
-    k, c = weight.shape[:2]
-    # the GEMM saving grows with C·K, the transforms with C + K: thin layers at high resolution lose
-    return h % TILE == 0 and w % TILE == 0 and min(h, w) >= min_size and k * c / (k + c) >= min_channels / 2
+    return h % TILE == 0 and w % TILE == 0 and min(h, w) >= min_size
+
+
+def _worth_it(candidates: Iterable[tuple[onnx.NodeProto, np.ndarray]], min_channels: int) -> set[str]:
+    """Names of the outputs of the candidate convolutions worth the transforms, judged per input tensor.
+
+    The GEMM saving grows with C·K, the transforms with C + K (thin layers at high resolution lose), and
+    convolutions reading the same tensor share its input transform, so the rule takes their outputs together:
+    2·C·ΣK/(C + ΣK) ≥ `min_channels`. SPADE's γ and β (128 → 64 each at 256² in up_1) qualify as a pair.
+    """
+    outputs: dict[str, list[str]] = {}
+    channels: dict[str, tuple[int, int]] = {}
+    for node, weight in candidates:
+        k, c = (int(s) for s in weight.shape[:2])
+        total, _ = channels.get(node.input[0], (0, c))
+        channels[node.input[0]] = (total + k, c)
+        outputs.setdefault(node.input[0], []).append(node.output[0])
+    worth = set()
+    for x, (k, c) in channels.items():
+        if k * c / (k + c) >= min_channels / 2:
+            worth.update(outputs[x])
+    return worth
 
 
 def conv_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],
@@ -227,8 +246,9 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
 
     `input_shapes` pins the graph inputs (their first dimension is the batch) so that shape inference can size
     every convolution.
-    A convolution qualifies from `min_size`² pixels and when 2·C·K/(C + K) ≥ `min_channels` (C = K = 128 does;
-    on the CPU EP a 64-channel side at 256² measured slower than direct).
+    A convolution qualifies from `min_size`² pixels and when 2·C·K/(C + K) ≥ `min_channels`, K summed over the
+    convolutions that read its input (C = K = 128 does; on the CPU EP a lone 64-channel side at 256² measured
+    slower than direct).
     """
     model, batch = copy_with_batch(model, input_shapes)
     graph = model.graph
@@ -241,13 +261,16 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
     report = WinogradReport(0, 0, 0.0, 0.0)
     transformed: dict[str, str] = {}  # convolution input -> its transformed tiles V
 
+    weights = {node.output[0]: conv_weight(node, inits) for node in graph.node if node.op_type == "Conv"}
+    rewrite = _worth_it(((node, weights[node.output[0]]) for node in graph.node if node.op_type == "Conv"
+                         and _eligible(node, weights[node.output[0]], shapes.get(node.input[0]), batch, min_size)),
+                        min_channels)
     for node in graph.node:
-        weight = conv_weight(node, inits)
-        if not _eligible(node, weight, shapes.get(node.input[0]), batch, min_size,
-                         min_channels):
+        if node.op_type != "Conv" or node.output[0] not in rewrite:
             report.kept += node.op_type == "Conv"
             nodes.append(node)
             continue
+        weight = weights[node.output[0]]
         k, c = weight.shape[:2]
         _, _, h, w = shapes[node.input[0]]
         th, tw = h // TILE, w // TILE

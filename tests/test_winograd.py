@@ -113,6 +113,34 @@ def test_convolutions_reading_one_tensor_share_its_input_transform(seed: int) ->
     assert float(np.abs(got - ref).max()) <= 1e-4 * float(np.abs(ref).max())
 
 
+def _pair_graph(pair: bool) -> onnx.ModelProto:
+    """x (32 channels) → one or two 32 → 16 Convs reading it (like SPADE's γ/β of up_1's 64-channel side)."""
+    rng = np.random.default_rng(7)
+    inits, nodes, outputs = [], [], []
+    for i in range(2 if pair else 1):
+        inits.append(numpy_helper.from_array((rng.standard_normal((16, 32, 3, 3)) / 17).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"], name=f"side{i}", pads=[1] * 4))
+        outputs.append(f"c{i}")
+    nodes.append(helper.make_node("Concat", outputs, ["y"], axis=1))
+    graph = helper.make_graph(nodes, "pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                            ["N", 32, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_the_channel_rule_counts_every_convolution_sharing_an_input() -> None:
+    """One 32 → 16 conv is too thin for the transforms (2·32·16/48 < 32); two reading the same tensor share its
+    input transform and pass together (2·32·32/64 = 32)."""
+    alone, report = winograd_convs(_pair_graph(False), {"x": (1, 32, 32, 32)}, min_channels=32)
+    assert (report.rewritten, report.kept) == (0, 1)
+    model = _pair_graph(True)
+    rewritten, report = winograd_convs(model, {"x": (1, 32, 32, 32)}, min_channels=32)
+    assert (report.rewritten, report.kept) == (2, 0)
+    x = np.random.default_rng(8).standard_normal((2, 32, 32, 32)).astype(np.float32)
+    ref, got = _run(model, x), _run(rewritten, x)
+    assert float(np.abs(got - ref).max()) <= 1e-4 * float(np.abs(ref).max())
+
+
 @pytest.mark.parametrize(("spec", "size"), [
     ({"stride": 2}, 32),          # strided
     ({"group": 2}, 32),           # grouped
