@@ -301,6 +301,9 @@ class SessionConfig:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.enable_mem_pattern = self.mem_pattern
         opts.add_session_config_entry("session.set_denormal_as_zero", "1" if self.flush_denormals else "0")
+        from runtime.sessions import use_shared_cpu_arena
+
+        use_shared_cpu_arena(opts)  # as the runtime's CPU sessions do
         return opts
 
 

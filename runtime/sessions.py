@@ -7,6 +7,7 @@ CoreML / OpenVINO / TensorRT ≤ 10) and keeps tensors on the GPU between graphs
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,29 @@ def pick_variant(manifest: Manifest, graph: str, device: str, precision: str = "
                       f"folder. Export it with: {hint}")
 
 
+_SHARED_ARENA_LOCK = threading.Lock()
+_shared_arena_registered = False
+
+
+def use_shared_cpu_arena(opts: ort.SessionOptions) -> None:
+    """Make a CPU session allocate from one process-wide arena that grows by exactly what is asked.
+
+    The CPU EP's own arena grows by doubling its last extension, so a session that once needs a 1 GB tensor more
+    can reserve 2 GB more; the shared arena (onnxruntime's env allocator, `arena_extend_strategy` kSameAsRequested)
+    asks for what the run needs, and every CPU session of the process reuses the same free blocks. Measured on the
+    2-core AMD EPYC: `warping_spade.wino` at batch 2 peaks at 3.91 instead of 4.61 GB, at the same speed.
+    Registered once per process (onnxruntime refuses a second allocator for the same device).
+    """
+    global _shared_arena_registered
+    with _SHARED_ARENA_LOCK:
+        if not _shared_arena_registered:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            # max_mem 0 = no limit, strategy 1 = kSameAsRequested, chunk sizes left at onnxruntime's defaults
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+            _shared_arena_registered = True
+    opts.add_session_config_entry("session.use_env_allocators", "1")
+
+
 class GraphRunner:
     """One loaded graph: run(feeds) → dict of outputs; on CUDA, named outputs can stay on the GPU."""
 
@@ -125,6 +149,7 @@ class GraphRunner:
             # operand (the exporters also keep the heatmaps' subnormals out of the warping graphs, see
             # export/denormals.py: this option does not cover the thread that calls run)
             opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+            use_shared_cpu_arena(opts)
         if any(name == "DmlExecutionProvider" for name, _ in choice.providers):
             opts.enable_mem_pattern = False  # DirectML requires both (onnxruntime DirectML EP docs)
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

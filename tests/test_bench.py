@@ -170,9 +170,11 @@ def test_tune_baseline_is_the_runtime_cpu_session(tmp_path: Path) -> None:
 
     runtime = GraphRunner("relu", _relu_model(tmp_path, 2), resolve_device("cpu")).session.get_session_options()
     tuned = bench.SessionConfig().options()
-    key = "session.set_denormal_as_zero"
-    assert (tuned.enable_mem_pattern, tuned.get_session_config_entry(key), tuned.graph_optimization_level) == (
-        runtime.enable_mem_pattern, runtime.get_session_config_entry(key), runtime.graph_optimization_level)
+    keys = ("session.set_denormal_as_zero", "session.use_env_allocators")
+    assert (tuned.enable_mem_pattern, [tuned.get_session_config_entry(k) for k in keys],
+            tuned.graph_optimization_level) == (
+        runtime.enable_mem_pattern, [runtime.get_session_config_entry(k) for k in keys],
+        runtime.graph_optimization_level)
 
 
 def test_tune_cpu_times_every_config_and_batch(models_dir: Path) -> None:

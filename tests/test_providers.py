@@ -234,6 +234,21 @@ def test_cpu_sessions_run_without_the_memory_pattern(tmp_path: Path) -> None:
     np.testing.assert_array_equal(runner.run({"x": np.array([-1.0, 2.0], np.float32)})["y"], [0.0, 2.0])
 
 
+def test_cpu_sessions_share_one_arena_that_grows_by_what_is_asked(tmp_path: Path) -> None:
+    """CPU sessions allocate from one process-wide arena (kSameAsRequested) instead of each session's own doubling
+    one (warping_spade.wino at batch 2: 3.91 instead of 4.61 GB peak); two sessions in one process both run."""
+    from runtime import sessions
+    from runtime.providers import resolve_device
+
+    first = sessions.GraphRunner("relu", _relu_model(tmp_path, 2), resolve_device("cpu"))
+    (tmp_path / "second").mkdir()
+    second = sessions.GraphRunner("relu", _relu_model(tmp_path / "second", 3), resolve_device("cpu"))
+    for runner, x in ((first, [-1.0, 2.0]), (second, [3.0, -4.0, 5.0]), (first, [7.0, -8.0])):
+        assert runner.session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
+        np.testing.assert_array_equal(runner.run({"x": np.array(x, np.float32)})["y"], np.maximum(x, 0))
+    assert sessions._shared_arena_registered
+
+
 def test_cpu_session_pool_threads_flush_subnormals(tmp_path: Path) -> None:
     """CPU sessions set flush-to-zero on their pool threads (subnormal operands cost Intel cores ~100+ cycles an
     instruction): 2 × 1e-39 comes back as 0 from the share of the work the pool threads run. The thread calling run
