@@ -113,7 +113,7 @@ def use_shared_cpu_arena(opts: ort.SessionOptions) -> None:
     can reserve 2 GB more; the shared arena (onnxruntime's env allocator, `arena_extend_strategy` kSameAsRequested)
     asks for what the run needs, and every CPU session of the process reuses the same free blocks. Measured on the
     2-core AMD EPYC: `warping_spade.wino` at batch 2 peaks at 3.91 instead of 4.61 GB, at the same speed.
-    Registered once per process (onnxruntime refuses a second allocator for the same device).
+    Registered once per process, under a lock: one arena for all sessions, whichever thread opens them.
     """
     global _shared_arena_registered
     with _SHARED_ARENA_LOCK:
