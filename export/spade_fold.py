@@ -49,23 +49,23 @@ class FoldedSPADE(nn.Module):
         self.mlp_gamma = _gamma_plus_one(spade.mlp_gamma)
         self.mlp_beta = spade.mlp_beta
 
+    def _modulated(self, x: torch.Tensor, segmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(IN(x)·γ₁(h), h) with h the hidden map of the conditioning resized to x."""
+        hidden = self.mlp_shared(_nearest_to(segmap, int(x.shape[2]), int(x.shape[3])))
+        return self.param_free_norm(x) * self.mlp_gamma(hidden), hidden
+
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        normalized = self.param_free_norm(x)
-        segmap = _nearest_to(segmap, int(x.shape[2]), int(x.shape[3]))
-        hidden = self.mlp_shared(segmap)
-        return normalized * self.mlp_gamma(hidden) + self.mlp_beta(hidden)
+        scaled, hidden = self._modulated(x, segmap)
+        return scaled + self.mlp_beta(hidden)
 
 
-class FoldedShortcut(nn.Module):
+class FoldedShortcut(FoldedSPADE):
     """conv_s(SPADE_s(x)) as conv_s(IN(x)·γ₁(h)) + β_s'(h), β_s' = conv_s ∘ β_s: the learned shortcut's output."""
 
     def __init__(self, spade: SPADE | _SPADE, conv_s: nn.Conv2d) -> None:
-        super().__init__()
         if conv_s.kernel_size != (1, 1) or conv_s.bias is not None:
             raise ValueError("the shortcut fold needs a 1×1 conv_s without bias")
-        self.param_free_norm = spade.param_free_norm
-        self.mlp_shared = spade.mlp_shared
-        self.mlp_gamma = _gamma_plus_one(spade.mlp_gamma)
+        super().__init__(spade)
         self.conv_s = conv_s
         mix = _plain_weight(conv_s).double()[:, :, 0, 0]  # fout × fin
         beta = spade.mlp_beta
@@ -75,10 +75,8 @@ class FoldedShortcut(nn.Module):
         self.mlp_beta.bias = nn.Parameter((mix @ beta.bias.detach().double()).to(dtype))
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
-        normalized = self.param_free_norm(x)
-        segmap = _nearest_to(segmap, int(x.shape[2]), int(x.shape[3]))
-        hidden = self.mlp_shared(segmap)
-        return self.conv_s(normalized * self.mlp_gamma(hidden)) + self.mlp_beta(hidden)
+        scaled, hidden = self._modulated(x, segmap)
+        return self.conv_s(scaled) + self.mlp_beta(hidden)
 
 
 def fold_spade(decoder: SPADEDecoder) -> int:
