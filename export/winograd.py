@@ -158,17 +158,16 @@ def _worth_it(candidates: Iterable[tuple[onnx.NodeProto, np.ndarray]], min_chann
     convolutions reading the same tensor share its input transform, so the rule takes their outputs together:
     2·C·ΣK/(C + ΣK) ≥ `min_channels`. SPADE's γ and β (128 → 64 each at 256² in up_1) qualify as a pair.
     """
-    outputs: dict[str, list[str]] = {}
-    channels: dict[str, tuple[int, int]] = {}
+    readers: dict[str, list[tuple[str, int]]] = {}  # input → (output, K) of each convolution reading it
+    width: dict[str, int] = {}  # input → C
     for node, weight in candidates:
-        k, c = (int(s) for s in weight.shape[:2])
-        total, _ = channels.get(node.input[0], (0, c))
-        channels[node.input[0]] = (total + k, c)
-        outputs.setdefault(node.input[0], []).append(node.output[0])
+        readers.setdefault(node.input[0], []).append((node.output[0], int(weight.shape[0])))
+        width[node.input[0]] = int(weight.shape[1])
     worth = set()
-    for x, (k, c) in channels.items():
+    for x, convs in readers.items():
+        k, c = sum(k for _, k in convs), width[x]
         if k * c / (k + c) >= min_channels / 2:
-            worth.update(outputs[x])
+            worth.update(out for out, _ in convs)
     return worth
 
 
