@@ -14,7 +14,11 @@ runtime can load it:
   load: peak RSS and load time drop, see `_transformed_weights`);
 * convolutions that read the same tensor (the SPADE decoder's 12 `mlp_shared` of the middle blocks, each
   γ/β pair) share one input transform;
-* output transform Aᵀ·m·A and the tile interleave: one grouped ConvTranspose (kernel 4, stride 4), bias included.
+* output transform Aᵀ·m·A, in one of two forms (`output_form`, chosen per CPU by `output_form_for`):
+  "depth_to_space": one MatMul of the 16×36 matrix Aᵀ⊗Aᵀ with the GEMM output seen as 36 × (K·tiles), whose 16
+  rows (the pixel's place r, s in its tile) are DepthToSpace's input order, one DepthToSpace, then the bias;
+  "conv_transpose": a layout Transpose of the GEMM output, then one grouped ConvTranspose (kernel 4, stride 4),
+  bias included.
 
 The transforms are exact in real arithmetic; in fp32 the result differs from direct convolution by about 1e-5 of
 the output scale (the points 0, ±1, ±2, ±½ keep the matrices small). Only stride-1, dilation-1, ungrouped 3×3
@@ -31,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["WinogradReport", "winograd_convs", "winograd_matrices"]
+__all__ = ["OUTPUT_FORMS", "WinogradReport", "output_form_for", "winograd_convs", "winograd_matrices"]
 
 TILE = 4  # output tile m
 ALPHA = TILE + 2  # input tile m + r - 1
@@ -224,6 +228,7 @@ def _input_transform(x: str, p: str, c: int, th: int, tw: int, bt: np.ndarray, c
 
     Two strided depthwise Convs (rows, then columns): onnxruntime runs them with its depthwise kernels, ~3× faster
     than the same transform as single-channel Convs over the N·C planes (the first version of this pass).
+    Columns first measured 40 % faster alone but no faster in the warping graph.
     """
     rows = np.tile(bt.reshape(1, ALPHA, 1, ALPHA, 1), (c, 1, 1, 1, 1)).reshape(c * ALPHA, 1, ALPHA, 1)
     cols = np.tile(bt.reshape(1, ALPHA, 1, 1, ALPHA), (c * ALPHA, 1, 1, 1, 1)).reshape(c * ALPHA * ALPHA, 1, 1, ALPHA)
@@ -239,23 +244,90 @@ def _input_transform(x: str, p: str, c: int, th: int, tw: int, bt: np.ndarray, c
     ]
 
 
+OUTPUT_FORMS = ("depth_to_space", "conv_transpose")
+MIN_CHANNELS = {"depth_to_space": 192, "conv_transpose": 128}  # the channel rule's bar per form, see winograd_convs
+
+
+def output_form_for(flags: Iterable[str]) -> str:
+    """The output transform form measured faster on a CPU with these /proc/cpuinfo flags.
+
+    AVX-512 (2-core Xeon with AMX, 2026-12-04, A/B on the whole warping graph, batch 1, identical output):
+    DepthToSpace 2.69 → 2.46 s a frame; its transforms 0.57 s (ConvTranspose's per-element col2im and the layout
+    Transpose) → 0.32 s. AVX2 only (2-core AMD EPYC, Zen 3, 2026-12-02): the DepthToSpace alone cost more than the
+    grouped ConvTranspose, so those CPUs (and any whose flags are unknown) keep the ConvTranspose.
+    """
+    return "depth_to_space" if "avx512f" in set(flags) else "conv_transpose"
+
+
+def _output_transform_conv_transpose(m: str, y: str, p: str, k: int, th: int, tw: int, bias: np.ndarray,
+                                     const) -> list[onnx.NodeProto]:
+    """Y = Aᵀ·M·A of the GEMM output `m` (N×36×K×tiles) as the image `y`, bias included: M transposed to
+    N×(K·36)×th×tw, then one grouped ConvTranspose whose 4×4 kernels (one per transformed value) place the tile."""
+    _, _, at = winograd_matrices()
+    per_value = np.einsum("ia,jb->abij", at, at).reshape(1, ALPHA * ALPHA, TILE, TILE)
+    per_channel = np.tile(per_value, (k, 1, 1, 1)).reshape(k * ALPHA * ALPHA, 1, TILE, TILE)
+    return [
+        helper.make_node("Transpose", [m], [f"{p}/m_k"], name=f"{p}/m_k", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", [f"{p}/m_k", const(f"winograd/shape_out_{k}x{th}x{tw}",
+                                                       np.array([-1, k * ALPHA * ALPHA, th, tw], np.int64))],
+                         [f"{p}/m_planes"], name=f"{p}/m_planes"),
+        helper.make_node("ConvTranspose", [f"{p}/m_planes", const(f"winograd/out_kernels_{k}",
+                                                                  per_channel.astype(np.float32)),
+                                           const(f"{p}/bias", bias)],
+                         [y], name=f"{p}/out", group=k, strides=[TILE, TILE], kernel_shape=[TILE, TILE]),
+    ]
+
+
+def _output_transform(m: str, y: str, p: str, k: int, th: int, tw: int, out_transform: str, bias: np.ndarray,
+                      const) -> list[onnx.NodeProto]:
+    """Y = Aᵀ·M·A of the GEMM output `m` (N×36×K×tiles) as the image `y` (N×K×4·th×4·tw), plus the bias.
+
+    M seen as N×36×(K·tiles) times Aᵀ⊗Aᵀ gives N×16×(K·tiles): plane r·4+s holds every tile's pixel (r, s),
+    which is DepthToSpace's DCR order, so one DepthToSpace places them. A bias of zeros (convolutions without
+    one) adds no pass.
+    """
+    nodes = [
+        helper.make_node("Reshape", [m, const(f"winograd/shape_gemm_{k}x{th}x{tw}",
+                                              np.array([-1, ALPHA * ALPHA, k * th * tw], np.int64))],
+                         [f"{p}/m_rows"], name=f"{p}/m_rows"),
+        helper.make_node("MatMul", [out_transform, f"{p}/m_rows"], [f"{p}/y_rows"], name=f"{p}/out_gemm"),
+        helper.make_node("Reshape", [f"{p}/y_rows", const(f"winograd/shape_planes_{k}x{th}x{tw}",
+                                                          np.array([-1, TILE * TILE * k, th, tw], np.int64))],
+                         [f"{p}/y_planes"], name=f"{p}/y_planes"),
+    ]
+    if not np.any(bias):
+        return nodes + [helper.make_node("DepthToSpace", [f"{p}/y_planes"], [y], name=f"{p}/out",
+                                         blocksize=TILE, mode="DCR")]
+    return nodes + [
+        helper.make_node("DepthToSpace", [f"{p}/y_planes"], [f"{p}/y_nobias"], name=f"{p}/out", blocksize=TILE,
+                         mode="DCR"),
+        helper.make_node("Add", [f"{p}/y_nobias", const(f"{p}/bias", bias.reshape(k, 1, 1))], [y], name=f"{p}/bias"),
+    ]
+
+
 def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], min_size: int = 32,
-                   min_channels: int = 128) -> tuple[onnx.ModelProto, WinogradReport]:
+                   min_channels: int | None = None, output_form: str = "depth_to_space") -> tuple[onnx.ModelProto,
+                                                                                             WinogradReport]:
     """A copy of `model` whose eligible 3×3 convolutions run as Winograd F(4×4, 3×3); the report counts them.
 
     `input_shapes` pins the graph inputs (their first dimension is the batch) so that shape inference can size
     every convolution.
     A convolution qualifies from `min_size`² pixels and when 2·C·K/(C + K) ≥ `min_channels`, K summed over the
-    convolutions that read its input (C = K = 128 does; on the CPU EP a lone 64-channel side at 256² measured
-    slower than direct).
+    convolutions that read its input. The default depends on the output form, measured on the warping graph:
+    128 for the ConvTranspose form (AVX2 EPYC: a lone 64-channel side at 256² is slower than direct, `up_1`'s
+    γ/β pairs of 128 → 64 gain), 192 for the DepthToSpace form (Xeon, A/B at batch 1: 2.39 → 2.34 s a frame
+    with `up_1`'s `norm_1` and `norm_s` pairs direct; 256 is slower, 2.49 s; 80 adds `up_1.conv_0`, 2.39 s).
     """
+    if output_form not in OUTPUT_FORMS:
+        raise ValueError(f"output_form must be one of {OUTPUT_FORMS}, not {output_form!r}")
+    if min_channels is None:
+        min_channels = MIN_CHANNELS[output_form]
     model, batch = copy_with_batch(model, input_shapes)
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     shapes = conv_input_shapes(model, input_shapes)
-    bt, g, at = winograd_matrices()
-    out_transform = np.einsum("ia,jb->abij", at, at).reshape(1, ALPHA * ALPHA, TILE, TILE)
     const = Constants()
+    bt, g, at = winograd_matrices()
     nodes: list[onnx.NodeProto] = []
     report = WinogradReport(0, 0, 0.0, 0.0)
     transformed: dict[str, str] = {}  # convolution input -> its transformed tiles V
@@ -274,25 +346,20 @@ def winograd_convs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
         _, _, h, w = shapes[node.input[0]]
         th, tw = h // TILE, w // TILE
         p = (node.name or node.output[0]) + "/winograd"
-        bias = conv_bias(node, inits, k)
-        const(f"{p}/bias", bias)
-        per_channel = np.tile(out_transform, (k, 1, 1, 1)).reshape(k * ALPHA * ALPHA, 1, TILE, TILE)
-        ot = const(f"winograd/out_transform_{k}", per_channel.astype(np.float32))
         x = node.input[0]
         if x not in transformed:  # convolutions reading the same tensor share its input transform
             transformed[x] = f"{p}/v"
             nodes += _input_transform(x, f"{p}", c, th, tw, bt, const)
         v = transformed[x]
-        nodes += [
-            helper.make_node("MatMul", [const(f"{p}/u", _transformed_weights(weight, g)), v], [f"{p}/m"],
-                             name=f"{p}/gemm"),
-            helper.make_node("Transpose", [f"{p}/m"], [f"{p}/m_k"], name=f"{p}/m_k", perm=[0, 2, 1, 3]),
-            helper.make_node("Reshape", [f"{p}/m_k", const(f"winograd/shape_out_{k}x{th}x{tw}",
-                                                           np.array([-1, k * ALPHA * ALPHA, th, tw], np.int64))],
-                             [f"{p}/m_planes"], name=f"{p}/m_planes"),
-            helper.make_node("ConvTranspose", [f"{p}/m_planes", ot, f"{p}/bias"], [node.output[0]],
-                             name=f"{p}/out", group=k, strides=[TILE, TILE], kernel_shape=[TILE, TILE]),
-        ]
+        nodes.append(helper.make_node("MatMul", [const(f"{p}/u", _transformed_weights(weight, g)), v], [f"{p}/m"],
+                                      name=f"{p}/gemm"))
+        if output_form == "depth_to_space":
+            out_transform = const("winograd/out_transform", np.kron(at, at).astype(np.float32))  # (r·4+s) × (a·6+b)
+            nodes += _output_transform(f"{p}/m", node.output[0], p, k, th, tw, out_transform,
+                                       conv_bias(node, inits, k), const)
+        else:
+            nodes += _output_transform_conv_transpose(f"{p}/m", node.output[0], p, k, th, tw,
+                                                      conv_bias(node, inits, k), const)
         report.rewritten += 1
         report.gmac_before += h * w * k * c * 9 / 1e9
         report.gmac_after += th * tw * k * c * ALPHA * ALPHA / 1e9

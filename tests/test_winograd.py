@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx_export import cpu_session
-from export.winograd import conv_input_shapes, winograd_convs, winograd_matrices
+from export.winograd import conv_input_shapes, output_form_for, winograd_convs, winograd_matrices
+from runtime.cpu_route import cpu_flags
 from runtime.manifest import read_manifest
 from runtime.sessions import pick_variant
 
@@ -67,9 +68,13 @@ def test_rewrite_matches_direct_convolution_and_keeps_the_dynamic_batch() -> Non
     assert report.gmac_after == pytest.approx(report.gmac_before / 4)
     onnx.checker.check_model(rewritten)
     ops = {n.op_type for n in rewritten.graph.node}
-    assert "ConvTranspose" in ops and "MatMul" in ops
-    # per convolution one GEMM does the products; the transformed weights U are stored, not computed at load
-    assert sum(n.op_type == "MatMul" for n in rewritten.graph.node) == report.rewritten
+    assert {"DepthToSpace", "MatMul"} <= ops and "ConvTranspose" not in ops
+    # per convolution one GEMM does the products and one the output transform, then one DepthToSpace places the
+    # tiles; the bias is added only where the convolution has one (conv1 has none)
+    assert sum(n.op_type == "MatMul" for n in rewritten.graph.node) == 2 * report.rewritten
+    assert sum(n.op_type == "DepthToSpace" for n in rewritten.graph.node) == report.rewritten
+    assert sum(n.op_type == "Add" for n in rewritten.graph.node) == report.rewritten - 1
+    # the transformed weights U are stored, not computed at load
     u = {i.name: tuple(i.dims) for i in rewritten.graph.initializer if i.name.endswith("/winograd/u")}
     assert sorted(u.values()) == sorted([(36, 32, 32), (36, 48, 32), (36, 32, 48)])
     assert not {n.name for n in rewritten.graph.node} & {"conv0", "conv1", "conv2"}
@@ -78,6 +83,33 @@ def test_rewrite_matches_direct_convolution_and_keeps_the_dynamic_batch() -> Non
     assert got.shape == ref.shape
     assert float(np.abs(got - ref).max()) <= 2e-5 * float(np.abs(ref).max())
 
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_both_output_forms_match_direct_convolution_and_each_other(seed: int) -> None:
+    """The ConvTranspose form (kept for AVX2-only CPUs) and the DepthToSpace form compute the same output."""
+    model = _fan_out_graph(seed)
+    x = np.random.default_rng(20 + seed).standard_normal((2, 32, 32, 32)).astype(np.float32)
+    ref = _run(model, x)
+    outs = {}
+    for form in ("conv_transpose", "depth_to_space"):
+        rewritten, report = winograd_convs(model, {"x": (1, 32, 32, 32)}, min_channels=32, output_form=form)
+        ops = [n.op_type for n in rewritten.graph.node]
+        assert report.rewritten == 5
+        assert ops.count("ConvTranspose" if form == "conv_transpose" else "DepthToSpace") == 5
+        assert ("DepthToSpace" if form == "conv_transpose" else "ConvTranspose") not in ops
+        outs[form] = _run(rewritten, x)
+        assert float(np.abs(outs[form] - ref).max()) <= 1e-4 * float(np.abs(ref).max())
+    scale = float(np.abs(ref).max())
+    assert float(np.abs(outs["conv_transpose"] - outs["depth_to_space"]).max()) <= 1e-5 * scale
+
+
+def test_output_form_follows_the_cpu_and_unknown_forms_are_refused() -> None:
+    assert output_form_for({"fma", "avx2", "avx512f", "amx_bf16"}) == "depth_to_space"
+    assert output_form_for({"fma", "avx2"}) == "conv_transpose"
+    assert output_form_for(()) == "conv_transpose"  # no /proc/cpuinfo (macOS, Windows): the older form
+    with pytest.raises(ValueError, match="output_form must be one of"):
+        winograd_convs(_fan_out_graph(0), {"x": (1, 32, 32, 32)}, output_form="fft")
 
 def _fan_out_graph(seed: int) -> onnx.ModelProto:
     """x → three 3×3 Convs reading x (like the SPADE mlp_shared of one resolution) summed, then a γ/β-like pair
@@ -104,10 +136,11 @@ def test_convolutions_reading_one_tensor_share_its_input_transform(seed: int) ->
     model = _fan_out_graph(seed)
     rewritten, report = winograd_convs(model, {"x": (1, 32, 32, 32)}, min_channels=32)
     assert report.rewritten == 5
-    # one input transform (two depthwise Convs + layout Transpose) per distinct input: x and the hidden map
+    # one input transform (two depthwise Convs + layout Transpose) per distinct input: x and the hidden map; the
+    # GEMM outputs need no layout transpose (the output transform reads them as they are)
     depthwise = [n for n in rewritten.graph.node if n.op_type == "Conv"]
     assert len(depthwise) == 4 and all(next(a.i for a in n.attribute if a.name == "group") > 1 for n in depthwise)
-    assert sum(n.op_type == "Transpose" for n in rewritten.graph.node) == 2 + 5  # V per input, M per conv
+    assert sum(n.op_type == "Transpose" for n in rewritten.graph.node) == 2
     x = np.random.default_rng(10 + seed).standard_normal((2, 32, 32, 32)).astype(np.float32)
     ref, got = _run(model, x), _run(rewritten, x)
     assert float(np.abs(got - ref).max()) <= 1e-4 * float(np.abs(ref).max())
@@ -186,6 +219,8 @@ def test_exported_cpu_graph_is_close_to_native_and_picked_for_the_cpu(models_wit
     manifest = read_manifest(models_with_variants)
     entry = manifest.models["warping_spade.wino"]
     assert entry.parity["winograd_convs"] >= 50
+    # the output transform form this CPU measured faster (export ran here)
+    assert entry.parity["winograd_depth_to_space"] == float(output_form_for(cpu_flags()) == "depth_to_space")
     assert entry.parity["max_abs_vs_native"] <= 1e-3 * entry.parity["output_scale"]
     assert entry.grid_sample == "5d"  # the native sampler: one CPU kernel instead of the 4-D form's arithmetic
     assert pick_variant(manifest, "warping_spade", "cpu") == "warping_spade.wino"
